@@ -1,0 +1,33 @@
+"""svdpi: backpropagation-friendly eigendecomposition on any array API library.
+
+Exact eigenpairs in the forward pass (an SVD / symmetric eigensolver), and
+the gradient of power iteration with deflation in the backward pass (Wang,
+Dang, Hu, Fua & Salzmann, "Backpropagation-Friendly Eigendecomposition",
+NeurIPS 2019), computed in closed form. The core is written once against the
+Python array API standard; :mod:`svdpi.torch` adds autograd and layers, and
+:mod:`svdpi.cupy` GPU fast paths.
+"""
+
+from ._eig import EigResult, eig
+from ._gradient import eig_jvp, eig_vjp
+from ._whitening import (
+    pca_projector,
+    pca_projector_vjp,
+    truncation_mask,
+    zca_whitening_matrix,
+    zca_whitening_matrix_vjp,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EigResult",
+    "eig",
+    "eig_jvp",
+    "eig_vjp",
+    "pca_projector",
+    "pca_projector_vjp",
+    "truncation_mask",
+    "zca_whitening_matrix",
+    "zca_whitening_matrix_vjp",
+]

@@ -1,0 +1,94 @@
+"""The forward pass: an exact symmetric eigendecomposition, largest eigenvalue first."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from array_api_compat import array_namespace, is_numpy_namespace
+
+from ._validation import check_floating, check_square
+
+
+class EigResult(NamedTuple):
+    """Eigenpairs of a batch of symmetric matrices, like the array API's ``eigh`` result.
+
+    Attributes
+    ----------
+    eigenvalues : array, shape (..., n)
+        Sorted in descending order.
+    eigenvectors : array, shape (..., n, n)
+        Orthonormal; column ``j`` belongs to ``eigenvalues[..., j]``.
+    """
+
+    eigenvalues: Any
+    eigenvectors: Any
+
+
+def eig(a: Any, /, *, check_finite: bool = True, xp: Any = None) -> EigResult:
+    """Eigendecomposition of symmetric positive semi-definite matrices, largest eigenvalue first.
+
+    The forward pass of SVD-PI (Wang et al., 2019): the eigenpairs are exact
+    (a LAPACK/cuSOLVER symmetric eigensolver); differentiate them with
+    :func:`eig_vjp` / :func:`eig_jvp`, or with :func:`svdpi.torch.eig` in PyTorch.
+
+    Parameters
+    ----------
+    a : array, shape (..., n, n)
+        Symmetric positive semi-definite matrices, float32 or float64, any
+        array API library (NumPy, CuPy, PyTorch, ...). Only the symmetric part
+        ``(a + aᵀ) / 2`` is used, so a slightly asymmetric input (round-off in
+        ``X Xᵀ``) is well defined and every backend reads the same entries.
+    check_finite : bool, default True
+        Raise ``ValueError`` if ``a`` has NaN or infinite entries. This is the
+        one place svdpi reads array values on the host (a GPU synchronisation);
+        pass ``False`` to skip it.
+    xp : array namespace, optional
+        The namespace of ``a``; inferred when omitted.
+
+    Returns
+    -------
+    EigResult
+        ``(eigenvalues, eigenvectors)`` with eigenvalues in **descending**
+        order (the SVD/PCA convention of the paper, the reverse of
+        ``xp.linalg.eigh``), arrays of ``a``'s namespace, dtype and device.
+
+    Notes
+    -----
+    For a positive semi-definite matrix the SVD and the eigendecomposition
+    coincide; the paper computes the SVD, svdpi calls the (faster) symmetric
+    eigensolver. If ``a`` is not positive semi-definite, its eigenvalues are
+    still returned exactly, negative ones included; power iteration is not
+    defined for them, and the gradients treat every eigenvalue below
+    ``n · eps · max|λ|`` as that floor (see :func:`eig_vjp`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import svdpi
+    >>> a = np.array([[2.0, 1.0], [1.0, 2.0]])
+    >>> w, v = svdpi.eig(a)
+    >>> w
+    array([3., 1.])
+    >>> np.allclose(v @ np.diag(w) @ v.T, a)
+    True
+    """
+    if xp is None:
+        xp = array_namespace(a)
+    check_floating(a, "a", xp)
+    check_square(a, "a")
+    if check_finite and not bool(xp.all(xp.isfinite(a))):
+        raise ValueError(
+            "a must contain only finite values (it has NaN or inf entries); "
+            "pass check_finite=False to skip this check"
+        )
+    a = (a + xp.matrix_transpose(a)) * 0.5
+    if is_numpy_namespace(xp):
+        eigenvalues, eigenvectors = _numpy_eigh(a, xp)
+    else:
+        eigenvalues, eigenvectors = xp.linalg.eigh(a)
+    return EigResult(xp.flip(eigenvalues, axis=-1), xp.flip(eigenvectors, axis=-1))
+
+
+def _numpy_eigh(a: Any, xp: Any) -> tuple[Any, Any]:
+    # numpy.linalg.eigh is LAPACK syevd over the whole batch in one C loop.
+    return xp.linalg.eigh(a)

@@ -1,0 +1,99 @@
+"""Argument checks shared by the public functions.
+
+Every check here looks only at metadata (shape, dtype, Python values), never
+at array contents, so none of them synchronises with a GPU.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+METHODS = ("pi", "taylor", "analytic")
+
+
+def check_floating(x: Any, name: str, xp: Any) -> None:
+    """Require a float32 or float64 array; name the argument otherwise."""
+    dtype = x.dtype
+    if dtype in (xp.float32, xp.float64):
+        return
+    if xp.isdtype(dtype, "complex floating"):
+        raise TypeError(
+            f"{name} has complex dtype {dtype}; svdpi handles real symmetric matrices only"
+        )
+    if xp.isdtype(dtype, "real floating"):
+        # float16 / bfloat16: eigensolvers and the 1/λ coefficients need more range
+        # and precision than half precision has.
+        raise TypeError(
+            f"{name} has dtype {dtype}; half precision is not supported, upcast to "
+            "float32 (or float64) first, e.g. a.astype(float32) / a.float()"
+        )
+    raise TypeError(f"{name} must have a real floating dtype (float32 or float64), got {dtype}")
+
+
+def check_square(x: Any, name: str) -> int:
+    """Require shape (..., n, n) with n >= 1; return n."""
+    shape = tuple(x.shape)
+    if len(shape) < 2:
+        raise ValueError(f"{name} must have shape (..., n, n), got {len(shape)}-d shape {shape}")
+    if shape[-1] != shape[-2]:
+        raise ValueError(f"{name} must be square in its last two dimensions, got shape {shape}")
+    if shape[-1] == 0:
+        raise ValueError(f"{name} must have n >= 1, got shape {shape}")
+    return shape[-1]
+
+
+def check_eigenpairs(eigenvalues: Any, eigenvectors: Any, xp: Any) -> int:
+    """Check an (eigenvalues, eigenvectors) pair as returned by :func:`svdpi.eig`."""
+    check_floating(eigenvalues, "eigenvalues", xp)
+    check_floating(eigenvectors, "eigenvectors", xp)
+    n = check_square(eigenvectors, "eigenvectors")
+    if tuple(eigenvalues.shape) != tuple(eigenvectors.shape[:-1]):
+        raise ValueError(
+            "eigenvalues must have shape eigenvectors.shape[:-1] = "
+            f"{tuple(eigenvectors.shape[:-1])}, got {tuple(eigenvalues.shape)}"
+        )
+    if eigenvalues.dtype != eigenvectors.dtype:
+        raise TypeError(
+            f"eigenvalues ({eigenvalues.dtype}) and eigenvectors ({eigenvectors.dtype}) "
+            "must have the same dtype"
+        )
+    return n
+
+
+def check_like(x: Any, name: str, shape: tuple[int, ...], dtype: Any, xp: Any) -> None:
+    """Require a cotangent or tangent of exactly ``shape`` and ``dtype``."""
+    check_floating(x, name, xp)
+    if tuple(x.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(x.shape)}")
+    if x.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype} like the eigenpairs, got {x.dtype}")
+
+
+def check_method(method: Any) -> str:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}")
+    return method
+
+
+def check_num_iters(num_iters: Any) -> int:
+    if isinstance(num_iters, bool):
+        raise TypeError(f"num_iters must be an integer, got {num_iters!r}")
+    try:
+        value = operator.index(num_iters)
+    except TypeError:
+        raise TypeError(
+            f"num_iters must be an integer, got {type(num_iters).__name__} {num_iters!r}"
+        ) from None
+    if value < 1:
+        raise ValueError(f"num_iters must be >= 1, got {value}")
+    return value
+
+
+def check_mask(mask: Any, shape: tuple[int, ...], xp: Any) -> None:
+    if not xp.isdtype(mask.dtype, "bool"):
+        raise TypeError(f"mask must be a boolean array, got dtype {mask.dtype}")
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(
+            f"mask must have the shape of eigenvalues {tuple(shape)}, got {tuple(mask.shape)}"
+        )
