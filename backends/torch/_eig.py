@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import array_api_compat.torch as xp_torch
-import torch
 
 import svdpi
+import torch
 from svdpi._validation import check_method, check_num_iters
 
 

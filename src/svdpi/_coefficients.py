@@ -97,4 +97,3 @@ def coefficient_matrix(eigenvalues: Any, *, method: str, num_iters: int, xp: Any
         terms = xp.asarray(float(num_iters + 1), dtype=dtype)
     series = geometric_sum(log_ratio, terms, xp) / big
     return xp.where(diagonal, zero, xp.where(upper, series, -series))
-

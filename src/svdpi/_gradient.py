@@ -99,9 +99,7 @@ def eig_vjp(
     num_iters = check_num_iters(num_iters)
     check_eigenpairs(eigenvalues, eigenvectors, xp)
     if grad_eigenvalues is not None:
-        check_like(
-            grad_eigenvalues, "grad_eigenvalues", eigenvalues.shape, eigenvalues.dtype, xp
-        )
+        check_like(grad_eigenvalues, "grad_eigenvalues", eigenvalues.shape, eigenvalues.dtype, xp)
     if grad_eigenvectors is not None:
         check_like(
             grad_eigenvectors, "grad_eigenvectors", eigenvectors.shape, eigenvectors.dtype, xp
@@ -211,4 +209,3 @@ def eig_jvp(
     a = coefficient_matrix(eigenvalues, method=method, num_iters=num_iters, xp=xp)
     tangent_eigenvectors = v @ (xp.matrix_transpose(a) * projected)
     return tangent_eigenvalues, tangent_eigenvectors
-

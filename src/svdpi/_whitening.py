@@ -94,8 +94,9 @@ def truncation_mask(
     return keep
 
 
-def zca_whitening_matrix(eigenvalues: Any, eigenvectors: Any, /, *, mask: Any = None,
-                         xp: Any = None) -> Any:
+def zca_whitening_matrix(
+    eigenvalues: Any, eigenvectors: Any, /, *, mask: Any = None, xp: Any = None
+) -> Any:
     """ZCA whitening matrix ``V diag(λ^{-1/2}) Vᵀ`` of a covariance's eigenpairs.
 
     Parameters
@@ -210,8 +211,9 @@ def zca_whitening_matrix_vjp(
     )
 
 
-def pca_projector(eigenvectors: Any, /, *, n_components: int | None = None, mask: Any = None,
-                  xp: Any = None) -> Any:
+def pca_projector(
+    eigenvectors: Any, /, *, n_components: int | None = None, mask: Any = None, xp: Any = None
+) -> Any:
     """Orthogonal projector ``V_k V_kᵀ`` on the leading eigenvectors (PCA denoising).
 
     Parameters
@@ -300,7 +302,12 @@ def pca_projector_vjp(
     # P = V diag(w) Vᵀ with constant w: <G, dP> = <2 G V diag(w), dV>.
     vt_grad_vectors = 2.0 * projected * weights[..., None, :]
     return vjp_from_projected(
-        eigenvalues, eigenvectors, None, vt_grad_vectors, method=method, num_iters=num_iters,
+        eigenvalues,
+        eigenvectors,
+        None,
+        vt_grad_vectors,
+        method=method,
+        num_iters=num_iters,
         xp=xp,
     )
 
@@ -336,4 +343,3 @@ def _projected_symmetric(eigenvectors: Any, grad: Any, xp: Any) -> Any:
     """``Vᵀ sym(G) V``: only the symmetric part of the cotangent of a symmetric matrix matters."""
     sym = (grad + xp.matrix_transpose(grad)) * 0.5
     return xp.matrix_transpose(eigenvectors) @ sym @ eigenvectors
-
