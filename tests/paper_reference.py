@@ -48,7 +48,7 @@ def paper_eig(m, k=None, num_iters=19, min_norm=None):
     """
     n = m.shape[-1]
     k = n if k is None else k
-    values, vectors = torch.linalg.eigh(m.detach())
+    _, vectors = torch.linalg.eigh(m.detach())
     vectors = vectors.flip(-1)
     deflated = m
     lambdas, vs = [], []
@@ -73,7 +73,7 @@ def paper_eig_vjp(m, grad_eigenvalues, grad_eigenvectors, num_iters=19, k=None):
     flat_gl = grad_eigenvalues.reshape(-1, k)
     flat_gv = grad_eigenvectors.reshape(-1, n, k)
     grads = []
-    for mi, gl, gv in zip(flat_m, flat_gl, flat_gv):
+    for mi, gl, gv in zip(flat_m, flat_gl, flat_gv, strict=True):
         mi = mi.detach().clone().requires_grad_(True)
         lam, vec = paper_eig(mi, k=k, num_iters=num_iters)
         (lam @ gl + (vec * gv).sum()).backward()
