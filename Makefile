@@ -1,0 +1,44 @@
+# Every target sets up what it needs in a local virtual environment, so each
+# works on a fresh clone: `make demo` (the main example) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# PyTorch is pinned here, not in the package metadata (which asks only for a
+# minimum), so that CI and the demo are reproducible. Override for your CUDA,
+# e.g. `make test TORCH_SPEC="torch torchvision --index-url ..."`.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.svdpi-installed
+PYTEST_ARGS ?=
+
+.PHONY: venv test demo docs lint format bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(TORCH_SPEC)
+	$(PY) -m pip install -e ".[numpy,test,docs,examples]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: venv
+	$(PY) examples/degenerate_gradient.py
+
+docs: venv
+	$(PY) -m sphinx -W --keep-going -n -b html docs docs/_build/html
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: venv
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+bench: venv
+	$(PY) benchmarks/bench_eig.py
+
+clean:
+	rm -rf $(VENV) build dist docs/_build src/*.egg-info
