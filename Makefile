@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # e.g. `make test TORCH_SPEC="torch torchvision --index-url ..."`.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.svdpi-installed
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n auto
 
 .PHONY: venv test demo docs lint format bench clean
 

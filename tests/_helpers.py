@@ -11,7 +11,7 @@ def to_numpy(x):
         return x.get()
     if type(x).__module__.startswith("torch"):
         return x.detach().cpu().numpy()
-    return np.asarray(x)
+    return np.ascontiguousarray(np.asarray(x))
 
 
 def from_numpy(xp, a, dtype=None):

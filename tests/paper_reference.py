@@ -41,15 +41,20 @@ class PowerIterationBlock(torch.autograd.Function):
         return total @ grad_v @ v.T, None, None, None
 
 
-def paper_eig(m, k=None, num_iters=19, min_norm=None):
+def paper_eig(m, k=None, num_iters=19, min_norm=None, start_vectors=None):
     """Top-``k`` eigenpairs of one matrix ``m`` (n, n) with the paper's PI-with-deflation graph.
 
+    ``start_vectors`` (n, n): the SVD eigenvectors PI starts from (computed
+    here when omitted); pass the ones under test so that signs agree.
     Returns ``(eigenvalues (k,), eigenvectors (n, k))``, differentiable w.r.t. ``m``.
     """
     n = m.shape[-1]
     k = n if k is None else k
-    _, vectors = torch.linalg.eigh(m.detach())
-    vectors = vectors.flip(-1)
+    if start_vectors is None:
+        _, vectors = torch.linalg.eigh(m.detach())
+        vectors = vectors.flip(-1)
+    else:
+        vectors = start_vectors.detach()
     deflated = m
     lambdas, vs = [], []
     for j in range(k):
@@ -61,21 +66,26 @@ def paper_eig(m, k=None, num_iters=19, min_norm=None):
     return torch.stack(lambdas), torch.cat(vs, dim=1)
 
 
-def paper_eig_vjp(m, grad_eigenvalues, grad_eigenvectors, num_iters=19, k=None):
+def paper_eig_vjp(m, grad_eigenvalues, grad_eigenvectors, num_iters=19, start_vectors=None):
     """Symmetric gradient of ``<ḡλ, λ> + <ḡV, V>`` through :func:`paper_eig`, batched by loop.
 
-    ``m``: (..., n, n) float64 tensor; cotangents (..., k) and (..., n, k).
+    ``m``: (..., n, n) float64 tensor; cotangents (..., k) and (..., n, k) for
+    the top ``k`` eigenpairs; ``start_vectors`` (..., n, n) as in :func:`paper_eig`.
     """
     batch_shape = m.shape[:-2]
     n = m.shape[-1]
-    k = grad_eigenvalues.shape[-1] if k is None else k
+    k = grad_eigenvalues.shape[-1]
     flat_m = m.reshape(-1, n, n)
     flat_gl = grad_eigenvalues.reshape(-1, k)
     flat_gv = grad_eigenvectors.reshape(-1, n, k)
+    if start_vectors is None:
+        flat_start = [None] * flat_m.shape[0]
+    else:
+        flat_start = start_vectors.reshape(-1, n, n)
     grads = []
-    for mi, gl, gv in zip(flat_m, flat_gl, flat_gv, strict=True):
+    for mi, gl, gv, start in zip(flat_m, flat_gl, flat_gv, flat_start, strict=True):
         mi = mi.detach().clone().requires_grad_(True)
-        lam, vec = paper_eig(mi, k=k, num_iters=num_iters)
+        lam, vec = paper_eig(mi, k=k, num_iters=num_iters, start_vectors=start)
         (lam @ gl + (vec * gv).sum()).backward()
         g = mi.grad
         grads.append((g + g.T) / 2)

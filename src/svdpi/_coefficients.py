@@ -52,15 +52,16 @@ def geometric_sum(log_ratio: Any, terms: Any, xp: Any) -> Any:
     """``Σ_{i=0..terms-1} r^i`` for ``r = exp(log_ratio) <= 1``, without a loop over ``i``.
 
     ``expm1(terms · L) / expm1(L)`` is accurate right up to ``r = 1`` (no
-    ``1 − r`` cancellation). The ``L = 0`` lanes (equal eigenvalues), where it
-    is ``0/0``, get a harmless denominator *before* the division, then their
-    exact value ``terms``: a ``where`` after a ``0/0`` would still warn and
-    poison gradients taken through this function.
+    ``1 − r`` cancellation). At ``L = 0`` (equal eigenvalues) it would be
+    ``0/0``: ``L`` is first capped at ``−eps²`` instead, where the formula is
+    ``terms · (1 − O(terms · eps²))``, i.e. exactly ``terms`` in floating
+    point. Capping *before* the division (rather than a ``where`` after it)
+    keeps NaN out of the values and out of any gradient taken through them,
+    and costs one elementwise operation.
     """
-    at_one = log_ratio == 0
-    safe_log = xp.where(at_one, xp.asarray(-1.0, dtype=log_ratio.dtype), log_ratio)
-    series = xp.expm1(terms * safe_log) / xp.expm1(safe_log)
-    return xp.where(at_one, terms, series)
+    eps = xp.finfo(log_ratio.dtype).eps
+    log_ratio = xp.clip(log_ratio, max=-(eps * eps))
+    return xp.expm1(terms * log_ratio) / xp.expm1(log_ratio)
 
 
 def coefficient_matrix(eigenvalues: Any, *, method: str, num_iters: int, xp: Any) -> Any:
@@ -71,29 +72,22 @@ def coefficient_matrix(eigenvalues: Any, *, method: str, num_iters: int, xp: Any
     dtype = eigenvalues.dtype
     n = eigenvalues.shape[-1]
     index = xp.arange(n, device=device(eigenvalues))
-    upper = index[:, None] < index[None, :]  # j < m: λ_j is the larger one
-    diagonal = index[:, None] == index[None, :]
-    zero = xp.asarray(0.0, dtype=dtype)
+    upper = xp.astype(index[:, None] < index[None, :], dtype)  # j < m: λ_j is the larger
+    sign = upper - xp.matrix_transpose(upper)  # +1 above, -1 below, 0 on the diagonal
 
     if method == "analytic":
         difference = eigenvalues[..., :, None] - eigenvalues[..., None, :]
-        one = xp.asarray(1.0, dtype=dtype)
-        return xp.where(diagonal, zero, one / xp.where(diagonal, one, difference))
+        off_diagonal = xp.abs(sign)
+        # Adding 1 on the diagonal keeps 0/0 out of it; the numerator zeroes it.
+        return off_diagonal / (difference + (1.0 - off_diagonal))
 
     lam = clamp_eigenvalues(eigenvalues, xp)
     lam_j = lam[..., :, None]
     lam_m = lam[..., None, :]
     big = xp.maximum(lam_j, lam_m)
     # log(small / big) through log1p of a difference: exact for close eigenvalues.
-    log_ratio = xp.log1p((xp.minimum(lam_j, lam_m) - big) / big)
-    if method == "pi":
-        # T + 1 terms above the diagonal, T below (see the module docstring).
-        terms = xp.where(
-            upper,
-            xp.asarray(float(num_iters + 1), dtype=dtype),
-            xp.asarray(float(num_iters), dtype=dtype),
-        )
-    else:  # "taylor": powers 0..K on both sides
-        terms = xp.asarray(float(num_iters + 1), dtype=dtype)
-    series = geometric_sum(log_ratio, terms, xp) / big
-    return xp.where(diagonal, zero, xp.where(upper, series, -series))
+    log_ratio = xp.log1p(-xp.abs(lam_j - lam_m) / big)
+    # Number of terms: powers 0..T above the diagonal and 0..T-1 below it for
+    # "pi" (see the module docstring), 0..K on both sides for "taylor".
+    terms = upper + float(num_iters) if method == "pi" else float(num_iters + 1)
+    return sign * geometric_sum(log_ratio, terms, xp) / big

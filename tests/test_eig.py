@@ -1,0 +1,101 @@
+"""The forward pass: exact eigenpairs, descending, in the input's namespace."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _helpers import assert_close, from_numpy, random_spd, spd_with_spectrum, to_numpy
+
+import svdpi
+from svdpi import _eig
+
+
+@pytest.mark.parametrize("batch", [(), (3,), (2, 3)])
+@pytest.mark.parametrize("n", [1, 4, 9])
+def test_eig_reconstructs_and_sorts_descending(xp, batch, n):
+    rng = np.random.default_rng(n)
+    a_np = random_spd(n, rng, batch=batch)
+    w, v = svdpi.eig(from_numpy(xp, a_np))
+    w_np, v_np = to_numpy(w), to_numpy(v)
+    assert w_np.shape == (*batch, n)
+    assert v_np.shape == (*batch, n, n)
+    assert np.all(np.diff(w_np, axis=-1) <= 0)
+    np.testing.assert_allclose(w_np, np.linalg.eigvalsh(a_np)[..., ::-1], rtol=1e-12)
+    assert_close((v_np * w_np[..., None, :]) @ np.swapaxes(v_np, -1, -2), a_np, rtol=1e-12)
+    assert_close(np.swapaxes(v_np, -1, -2) @ v_np, np.broadcast_to(np.eye(n), v_np.shape))
+
+
+def test_eig_result_is_a_named_tuple(xp):
+    result = svdpi.eig(from_numpy(xp, np.diag([1.0, 2.0])))
+    assert isinstance(result, svdpi.EigResult)
+    assert result.eigenvalues is result[0]
+    assert result.eigenvectors is result[1]
+    assert_close(result.eigenvalues, np.array([2.0, 1.0]))
+
+
+def test_eig_uses_the_symmetric_part(xp):
+    rng = np.random.default_rng(0)
+    a = random_spd(5, rng)
+    skew = rng.standard_normal((5, 5))
+    skew = skew - skew.T
+    w1, _ = svdpi.eig(from_numpy(xp, a))
+    w2, _ = svdpi.eig(from_numpy(xp, a + skew))
+    assert_close(w2, to_numpy(w1), rtol=1e-12)
+
+
+def test_eig_float32(xp):
+    a = np.diag([3.0, 2.0, 1.0])
+    w, v = svdpi.eig(from_numpy(xp, a, xp.float32))
+    assert w.dtype == xp.float32
+    assert v.dtype == xp.float32
+    assert_close(w, np.array([3.0, 2.0, 1.0]), rtol=1e-6)
+
+
+def test_eig_degenerate_and_zero(xp):
+    rng = np.random.default_rng(1)
+    for spectrum in ([2.0, 2.0, 2.0], [0.0, 0.0, 0.0], [5.0, 0.0, 0.0]):
+        w, v = svdpi.eig(from_numpy(xp, spd_with_spectrum(spectrum, rng)))
+        assert_close(w, np.array(sorted(spectrum, reverse=True)), atol=1e-12)
+        v_np = to_numpy(v)
+        assert_close(v_np.T @ v_np, np.eye(3), atol=1e-12)
+
+
+def test_numpy_outputs_are_contiguous():
+    w, v = svdpi.eig(np.diag([1.0, 2.0, 3.0]))
+    assert w.flags["C_CONTIGUOUS"]
+    assert v.flags["C_CONTIGUOUS"]
+
+
+def test_numpy_large_matrices_use_scipy_and_agree(monkeypatch):
+    """Above the size threshold NumPy input goes to scipy's evd driver: same answers."""
+    pytest.importorskip("scipy")
+    rng = np.random.default_rng(2)
+    a = random_spd(6, rng, batch=(2,))
+    expected = svdpi.eig(a)
+    calls = []
+    import scipy.linalg
+
+    real = scipy.linalg.eigh
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("driver"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scipy.linalg, "eigh", spy)
+    monkeypatch.setattr(_eig, "SCIPY_MIN_SIZE", 6)
+    w, v = svdpi.eig(a)
+    assert calls == ["evd", "evd"]
+    np.testing.assert_allclose(w, expected.eigenvalues, rtol=1e-12)
+    # Eigenvectors agree up to sign.
+    signs = np.sign(np.sum(v * expected.eigenvectors, axis=-2))
+    np.testing.assert_allclose(v * signs[..., None, :], expected.eigenvectors, atol=1e-10)
+
+
+def test_check_finite(xp):
+    a = np.eye(3)
+    a[1, 2] = np.nan
+    with pytest.raises(ValueError, match="a must contain only finite values"):
+        svdpi.eig(from_numpy(xp, a))
+    a[1, 2] = np.inf
+    with pytest.raises(ValueError, match="check_finite=False"):
+        svdpi.eig(from_numpy(xp, a))

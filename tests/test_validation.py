@@ -1,0 +1,116 @@
+"""Bad input gets a TypeError or ValueError that names the argument."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _helpers import from_numpy
+
+import svdpi
+
+
+@pytest.fixture
+def pair(xp):
+    w, v = svdpi.eig(from_numpy(xp, np.diag([3.0, 2.0, 1.0])))
+    return xp, w, v
+
+
+@pytest.mark.parametrize(
+    ("shape", "match"),
+    [
+        ((3,), r"a must have shape \(\.\.\., n, n\)"),
+        ((2, 3), "a must be square"),
+        ((0, 0), "n >= 1"),
+    ],
+)
+def test_eig_rejects_bad_shapes(xp, shape, match):
+    with pytest.raises(ValueError, match=match):
+        svdpi.eig(xp.zeros(shape, dtype=xp.float64))
+
+
+@pytest.mark.parametrize(
+    ("dtype_name", "error", "match"),
+    [
+        ("int64", TypeError, "a must have a real floating dtype"),
+        ("bool", TypeError, "a must have a real floating dtype"),
+        ("complex128", TypeError, "a has complex dtype"),
+        ("float16", TypeError, "half precision is not supported, upcast to float32"),
+    ],
+)
+def test_eig_rejects_bad_dtypes(xp, dtype_name, error, match):
+    dtype = getattr(xp, dtype_name, None)
+    if dtype is None:
+        pytest.skip(f"{xp.__name__} has no {dtype_name}")
+    with pytest.raises(error, match=match):
+        svdpi.eig(xp.zeros((2, 2), dtype=dtype))
+
+
+def test_bfloat16_is_refused():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="half precision"):
+        svdpi.eig(torch.eye(2, dtype=torch.bfloat16))
+
+
+def test_vjp_rejects_bad_cotangents(pair):
+    xp, w, v = pair
+    with pytest.raises(ValueError, match=r"grad_eigenvalues must have shape \(3,\)"):
+        svdpi.eig_vjp(w, v, xp.zeros((2,), dtype=xp.float64), None)
+    with pytest.raises(ValueError, match=r"grad_eigenvectors must have shape \(3, 3\)"):
+        svdpi.eig_vjp(w, v, None, xp.zeros((2, 3, 3), dtype=xp.float64))
+    with pytest.raises(TypeError, match="grad_eigenvectors must have dtype"):
+        svdpi.eig_vjp(w, v, None, xp.zeros((3, 3), dtype=xp.float32))
+    with pytest.raises(TypeError, match="grad_eigenvalues must have a real floating dtype"):
+        svdpi.eig_vjp(w, v, xp.zeros((3,), dtype=xp.int64), None)
+
+
+def test_vjp_rejects_mismatched_eigenpairs(pair):
+    xp, w, v = pair
+    with pytest.raises(ValueError, match="eigenvalues must have shape"):
+        svdpi.eig_vjp(w[:2], v, None, None)
+    with pytest.raises(ValueError, match="eigenvectors must be square"):
+        svdpi.eig_vjp(w, v[:, :2], None, None)
+    with pytest.raises(TypeError, match="must have the same dtype"):
+        svdpi.eig_vjp(xp.astype(w, xp.float32), v, None, None)
+
+
+def test_jvp_rejects_bad_tangent(pair):
+    xp, w, v = pair
+    with pytest.raises(ValueError, match=r"tangent_a must have shape \(3, 3\)"):
+        svdpi.eig_jvp(w, v, xp.zeros((1, 3, 3), dtype=xp.float64))
+
+
+@pytest.mark.parametrize("function", ["vjp", "jvp"])
+def test_method_and_num_iters_are_checked(pair, function):
+    _xp, w, v = pair
+
+    def call(**kwargs):
+        if function == "vjp":
+            return svdpi.eig_vjp(w, v, None, v, **kwargs)
+        return svdpi.eig_jvp(w, v, v, **kwargs)
+
+    with pytest.raises(ValueError, match="method must be one of 'pi', 'taylor', 'analytic'"):
+        call(method="svd")
+    with pytest.raises(ValueError, match="num_iters must be >= 1, got 0"):
+        call(num_iters=0)
+    for bad in (2.5, "19", True, None):
+        with pytest.raises(TypeError, match="num_iters must be an integer"):
+            call(num_iters=bad)
+    call(num_iters=np.int64(3))  # NumPy integers are integers
+
+
+def test_whitening_arguments_are_checked(pair):
+    xp, w, v = pair
+    with pytest.raises(TypeError, match="mask must be a boolean array"):
+        svdpi.zca_whitening_matrix(w, v, mask=w)
+    with pytest.raises(ValueError, match="mask must have the shape of eigenvalues"):
+        svdpi.zca_whitening_matrix(w, v, mask=xp.ones((2,), dtype=xp.bool))
+    with pytest.raises(ValueError, match=r"n_components must be in \[1, 3\], got 4"):
+        svdpi.pca_projector(v, n_components=4)
+    with pytest.raises(TypeError, match="n_components must be an integer"):
+        svdpi.pca_projector(v, n_components=True)
+    with pytest.raises(ValueError, match="grad_whitening must have shape"):
+        svdpi.zca_whitening_matrix_vjp(w, v, w)
+    with pytest.raises(ValueError, match="max_energy must be in"):
+        svdpi.truncation_mask(w, max_energy=1.5)
+    with pytest.raises(ValueError, match="energy_rule must be"):
+        svdpi.truncation_mask(w, max_energy=0.5, energy_rule="paper")
