@@ -1,0 +1,79 @@
+"""The examples in the docstrings of the installed package run and give what they show.
+
+Every docstring example of the public modules (the core and ``svdpi.torch``;
+``svdpi.cupy`` where CuPy and a GPU are available) is one test, run with the
+standard library's :mod:`doctest` on the *installed* modules, so no source
+folder goes on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import svdpi
+
+FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+
+
+def _modules(package_name: str) -> list:
+    package = importlib.import_module(package_name)
+    modules = [package]
+    for info in pkgutil.iter_modules(package.__path__, package_name + "."):
+        modules.append(importlib.import_module(info.name))
+    return modules
+
+
+def _public_modules() -> list:
+    modules = [m for m in _modules("svdpi") if m.__name__.count(".") == 1 or m is svdpi]
+    modules = [m for m in modules if m.__name__ not in ("svdpi.torch", "svdpi.cupy")]
+    with contextlib.suppress(ImportError):  # PyTorch not installed
+        modules += _modules("svdpi.torch")
+    return modules
+
+
+def _doctests() -> list:
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    tests = {}
+    for module in _public_modules():
+        for test in finder.find(module):
+            # Re-exported objects are found once per module that imports them.
+            if test.examples:
+                tests.setdefault((test.filename, test.lineno), test)
+    return sorted(tests.values(), key=lambda t: t.name)
+
+
+DOCTESTS = _doctests()
+
+
+@pytest.mark.parametrize("test", DOCTESTS, ids=[t.name for t in DOCTESTS])
+def test_docstring_example(test):
+    runner = doctest.DocTestRunner(optionflags=FLAGS)
+    output = []
+    result = runner.run(test, out=output.append, clear_globs=True)
+    assert result.failed == 0, "".join(output)
+
+
+def _public_callables(module) -> list[tuple[str, object]]:
+    return [(f"{module.__name__}.{name}", getattr(module, name)) for name in module.__all__]
+
+
+def _all_public() -> list[tuple[str, object]]:
+    found = _public_callables(svdpi)
+    with contextlib.suppress(ImportError):  # PyTorch not installed
+        found += _public_callables(importlib.import_module("svdpi.torch"))
+    # Result types (EigResult, a NamedTuple) document fields, not usage.
+    return [(n, o) for n, o in found if not (isinstance(o, type) and issubclass(o, tuple))]
+
+
+@pytest.mark.parametrize(("name", "obj"), _all_public(), ids=[n for n, _ in _all_public()])
+def test_every_public_function_has_a_runnable_example(name, obj):
+    docstring = obj.__doc__ or ""
+    assert "Examples\n" in docstring, f"{name} has no Examples section"
+    assert ">>>" in docstring, f"{name} has no runnable example"
+    collected = [t for t in DOCTESTS if t.name.endswith("." + obj.__name__)]
+    assert collected, f"{name}'s example is not collected by test_docstring_example"

@@ -1,0 +1,127 @@
+"""The stability study (examples/stability_study.py): its parts, and a tiny run end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("matplotlib")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_study():
+    # Loaded from its path: examples/ never goes on sys.path.
+    spec = importlib.util.spec_from_file_location(
+        "stability_study", ROOT / "examples" / "stability_study.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+study = _load_study()
+
+
+def _covariances(groups, d, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(groups, d, d, generator=generator, dtype=torch.float64))
+    spectrum = 4.0 ** -torch.arange(d, dtype=torch.float64)  # ratios 1/4: PI converges fast
+    return (q * spectrum) @ q.mT
+
+
+@pytest.mark.parametrize("method", study.METHODS)
+def test_the_three_eigs_agree_on_a_separated_spectrum(method):
+    cov = _covariances(3, 4)
+    eig = study.eig_function(method, pi_iters=80)
+    values, vectors = eig(cov)
+    expected_values = torch.linalg.eigvalsh(cov).flip(-1)
+    torch.testing.assert_close(values, expected_values, rtol=1e-9, atol=1e-12)
+    # Eigenvectors up to sign: compare the projectors v vᵀ.
+    expected = torch.linalg.eigh(cov).eigenvectors.flip(-1)
+
+    def projectors(v):  # one v_j v_jᵀ per column j
+        return torch.einsum("gij,gkj->gjik", v, v)
+
+    torch.testing.assert_close(projectors(vectors), projectors(expected), rtol=0, atol=1e-9)
+
+
+def test_svdpi_and_classical_gradients_agree_on_a_separated_spectrum():
+    """Through the study's whitening, on a separated spectrum: the gradients coincide."""
+    grads = {}
+    for method in ("eigh", "svd-pi"):
+        cov = _covariances(2, 4).requires_grad_(True)
+        values, vectors = study.eig_function(method, pi_iters=19)(cov)
+        whitening = (vectors * values.rsqrt().unsqueeze(-2)) @ vectors.mT
+        whitening[:, 0].sum().backward()
+        grads[method] = cov.grad
+    torch.testing.assert_close(grads["svd-pi"], grads["eigh"], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("truncate", [False, True])
+def test_group_zca_whitens_each_group(truncate):
+    torch.manual_seed(0)
+    layer = study.GroupZCA(8, 4, study.eig_svdpi, eps=1e-6, truncate=truncate).double()
+    mixing = torch.randn(8, 8, dtype=torch.float64)
+    x = torch.einsum("ij,njhw->nihw", mixing, torch.randn(64, 8, 4, 4, dtype=torch.float64))
+    y = layer(x)
+    for group in range(2):
+        features = y[:, 4 * group : 4 * group + 4].transpose(0, 1).reshape(4, -1)
+        cov = features @ features.T / features.shape[1]
+        eigenvalues = torch.linalg.eigvalsh(cov)
+        # Whitened: every kept direction has unit variance; the paper's
+        # inclusive energy rule drops the smallest one (variance 0).
+        expected = torch.tensor([0.0, 1, 1, 1] if truncate else [1.0, 1, 1, 1])
+        torch.testing.assert_close(eigenvalues, expected.double(), rtol=0, atol=1e-4)
+
+
+def test_quick_run_end_to_end(tmp_path):
+    rows = study.main(["--quick", "--output", str(tmp_path)])
+    assert {p.name for p in tmp_path.iterdir()} >= {
+        "stability.md",
+        "stability.csv",
+        "stability.json",
+        "stability.png",
+        "machine.txt",
+    }
+    # One row per (d, method), in the order of the table.
+    assert [(r["d"], r["method"]) for r in rows] == [
+        (d, m) for d in (4, 16) for m in study.METHODS
+    ]
+    table = (tmp_path / "stability.md").read_text().splitlines()
+    header = next(i for i, line in enumerate(table) if line.startswith("| d |"))
+    body = table[header + 2 :]
+    assert len(body) == len(rows)
+    assert all(line.count("|") == table[header].count("|") for line in body)
+    csv = (tmp_path / "stability.csv").read_text().splitlines()
+    assert len(csv) == 1 + len(rows)
+    record = json.loads((tmp_path / "stability.json").read_text())
+    svdpi_runs = [r for r in record["runs"] if r["method"] == "svd-pi"]
+    assert svdpi_runs
+    assert not any(r["diverged"] for r in svdpi_runs)
+    assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in svdpi_runs)
+    # --report-only rebuilds the same table from the JSON record.
+    before = (tmp_path / "stability.md").read_text()
+    study.main(["--report-only", "--output", str(tmp_path)])
+    assert (tmp_path / "stability.md").read_text() == before
+
+
+def test_a_diverging_run_is_reported_as_such(monkeypatch):
+    """A NaN in the eigendecomposition must end the run as diverged, not crash it."""
+
+    def broken_eig(cov):
+        values, vectors = study.eig_svdpi(cov)
+        return values * float("nan"), vectors
+
+    monkeypatch.setitem(study.__dict__, "eig_svdpi", broken_eig)
+    data = study.synthetic_cifar(32, 8, 8)
+    result = study.train_one("svd-pi", 4, 0, data, steps=2, batch_size=16, lr=0.1, pi_iters=3)
+    assert result.diverged
+    assert result.diverged_at_step == 0
+    assert result.test_accuracy is None
