@@ -44,7 +44,12 @@ class _EigReverse(torch.autograd.Function):
     def backward(ctx, grad_eigenvalues, grad_eigenvectors):
         eigenvalues, eigenvectors = ctx.saved_tensors
         grad_a = _EigVjp.apply(
-            eigenvalues, eigenvectors, grad_eigenvalues, grad_eigenvectors, ctx.method, ctx.num_iters
+            eigenvalues,
+            eigenvectors,
+            grad_eigenvalues,
+            grad_eigenvectors,
+            ctx.method,
+            ctx.num_iters,
         )
         return grad_a, None, None
 
@@ -184,9 +189,10 @@ def eig(
     Forward mode and vmap:
 
     >>> x = torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64)
-    >>> _, (dw, dv) = torch.func.jvp(lambda m: tuple(svdpi.torch.eig(m)), (x,), (torch.eye(2, dtype=x.dtype),))
-    >>> dw
-    tensor([1., 1.], dtype=torch.float64)
+    >>> eye = torch.eye(2, dtype=x.dtype)
+    >>> _, (dw, dv) = torch.func.jvp(lambda m: tuple(svdpi.torch.eig(m)), (x,), (eye,))
+    >>> dw  # a + t·I shifts every eigenvalue by t
+    tensor([1.0000, 1.0000], dtype=torch.float64)
     >>> torch.func.vmap(lambda m: svdpi.torch.eig(m).eigenvalues)(torch.stack([x, 2 * x]))
     tensor([[3., 1.],
             [6., 2.]], dtype=torch.float64)
