@@ -111,7 +111,7 @@ def load_cifar(
                 ds = cls(str(root), train=split == "train", download=True)
             except (OSError, RuntimeError) as exc:
                 raise DatasetUnavailableError(
-                    _cifar_message(name, root, f"not found on disk and the download failed ({exc})")
+                    _cifar_message(name, root, f"not on disk and the download failed ({exc})")
                 ) from exc
             finally:
                 socket.setdefaulttimeout(previous)
@@ -169,7 +169,8 @@ def make_synthetic_split(num_samples: int, num_classes: int = 10, *, split: str)
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
     theta = orientation[labels][:, None, None]
     along = xx * torch.cos(theta) + yy * torch.sin(theta)  # (N, 32, 32)
-    wave = torch.cos(2 * math.pi * frequency[labels][:, None, None] / 32 * along + phase[:, None, None])
+    cycles = frequency[labels][:, None, None] / 32
+    wave = torch.cos(2 * math.pi * cycles * along + phase[:, None, None])
     cast = 0.1 * torch.randn(num_samples, 3, 1, 1, generator=g, dtype=torch.float32)
     noise = 0.2 * torch.randn(num_samples, 3, 32, 32, generator=g, dtype=torch.float32)
     images = (

@@ -27,8 +27,8 @@ class ModelConfig:
     width: int = 64
     blocks: tuple[int, ...] = (2, 2, 2, 2)
     norm: str = "bn"
-    num_groups: int = 1  # zca: groups of width // num_groups channels
-    n_components: int = 16  # pca
+    num_groups: int = 1  # zca/pca: groups of width // num_groups channels
+    n_components: int = 16  # pca: eigenvectors kept per group
     eps: float = 1e-4  # zca/pca (the stem BatchNorm keeps its own 1e-5)
     norm_momentum: float = 0.1
     method: str = "pi"
@@ -81,6 +81,7 @@ def make_stem_norm(config: ModelConfig) -> nn.Module:
         return _svdpi_layer("PCADenoising")(
             c,
             n_components=config.n_components,
+            num_groups=config.num_groups,
             eps=config.eps,
             momentum=config.norm_momentum,
             method=config.method,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import platform
 import sys
@@ -63,74 +62,154 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=["cifar10", "cifar100", "synthetic"], default="cifar10")
-    g.add_argument("--data-dir", default=os.environ.get("SVDPI_DATA", "data"),
-                   help="where CIFAR is (or is downloaded to); env SVDPI_DATA")
-    g.add_argument("--no-download", dest="download", action="store_false",
-                   help="never try to download CIFAR")
-    g.add_argument("--fallback-synthetic", action="store_true",
-                   help="if CIFAR is missing and cannot be downloaded, train on the synthetic "
-                        "data set instead (announced loudly) rather than stopping")
-    g.add_argument("--synthetic-size", type=int, default=10_000,
-                   help="training images of the synthetic data set")
-    g.add_argument("--synthetic-test-size", type=int, default=None,
-                   help="held-out images of the synthetic data set (default: size / 5)")
+    g.add_argument(
+        "--data-dir",
+        default=os.environ.get("SVDPI_DATA", "data"),
+        help="where CIFAR is (or is downloaded to); env SVDPI_DATA",
+    )
+    g.add_argument(
+        "--no-download", dest="download", action="store_false", help="never try to download CIFAR"
+    )
+    g.add_argument(
+        "--fallback-synthetic",
+        action="store_true",
+        help="if CIFAR is missing and cannot be downloaded, train on the synthetic "
+        "data set instead (announced loudly) rather than stopping",
+    )
+    g.add_argument(
+        "--synthetic-size",
+        type=int,
+        default=10_000,
+        help="training images of the synthetic data set",
+    )
+    g.add_argument(
+        "--synthetic-test-size",
+        type=int,
+        default=None,
+        help="held-out images of the synthetic data set (default: size / 5)",
+    )
 
     g = p.add_argument_group("model")
-    g.add_argument("--norm", choices=NORMS, default="zca",
-                   help="normalisation after the stem convolution")
+    g.add_argument(
+        "--norm", choices=NORMS, default="zca", help="normalisation after the stem convolution"
+    )
     grp = g.add_mutually_exclusive_group()
-    grp.add_argument("--group-size", type=int, default=None,
-                     help="zca: channels per group, d (default: all channels in one group)")
-    grp.add_argument("--num-groups", type=int, default=None, help="zca: number of groups")
-    g.add_argument("--n-components", type=int, default=16, help="pca: eigenvectors kept")
-    g.add_argument("--method", choices=["pi", "taylor", "analytic"], default="pi",
-                   help="zca/pca: eigenvector gradient (svdpi.eig_vjp)")
+    grp.add_argument(
+        "--group-size",
+        type=int,
+        default=None,
+        help="zca/pca: channels per group, d (default: all channels in one group)",
+    )
+    grp.add_argument("--num-groups", type=int, default=None, help="zca/pca: number of groups")
+    g.add_argument("--n-components", type=int, default=16, help="pca: eigenvectors kept per group")
+    g.add_argument(
+        "--method",
+        choices=["pi", "taylor", "analytic"],
+        default="pi",
+        help="zca/pca: eigenvector gradient (svdpi.eig_vjp)",
+    )
     g.add_argument("--num-iters", type=int, default=19, help="zca/pca: power-iteration steps")
     g.add_argument("--eps", type=float, default=1e-4, help="zca/pca: added to the covariance")
-    g.add_argument("--norm-momentum", type=float, default=0.1,
-                   help="momentum of the stem norm's running statistics")
-    g.add_argument("--width", type=int, default=64,
-                   help="channels of the stem and first stage (64 = ResNet-18)")
-    g.add_argument("--blocks", type=parse_blocks, default=(2, 2, 2, 2),
-                   help="BasicBlocks per stage (2,2,2,2 = ResNet-18)")
+    g.add_argument(
+        "--norm-momentum",
+        type=float,
+        default=0.1,
+        help="momentum of the stem norm's running statistics",
+    )
+    g.add_argument(
+        "--width",
+        type=int,
+        default=64,
+        help="channels of the stem and first stage (64 = ResNet-18)",
+    )
+    g.add_argument(
+        "--blocks",
+        type=parse_blocks,
+        default=(2, 2, 2, 2),
+        help="BasicBlocks per stage (2,2,2,2 = ResNet-18)",
+    )
 
     g = p.add_argument_group("optimisation (defaults: the paper's)")
     g.add_argument("--epochs", type=int, default=350)
-    g.add_argument("--batch-size", type=int, default=128,
-                   help="global batch size, split over the processes")
+    g.add_argument(
+        "--batch-size", type=int, default=128, help="global batch size, split over the processes"
+    )
     g.add_argument("--eval-batch-size", type=int, default=500)
     g.add_argument("--lr", type=float, default=0.1)
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--weight-decay", type=float, default=5e-4)
-    g.add_argument("--milestones", type=_milestones, default=[100, 200, 300],
-                   help="epochs after which the lr is multiplied by --gamma ('' for none)")
+    g.add_argument(
+        "--milestones",
+        type=_milestones,
+        default=[100, 200, 300],
+        help="epochs after which the lr is multiplied by --gamma ('' for none)",
+    )
     g.add_argument("--gamma", type=float, default=0.1)
-    g.add_argument("--max-steps", type=int, default=None,
-                   help="stop each epoch after this many optimiser steps (smoke runs)")
+    g.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="stop each epoch after this many optimiser steps (smoke runs)",
+    )
 
     g = p.add_argument_group("run")
-    g.add_argument("--out-dir", default=None,
-                   help="metrics.jsonl, args.json, last.pt, best.pt (default: runs/<name>)")
-    g.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
-                   help="continue from CKPT (default: OUT_DIR/last.pt)")
+    g.add_argument(
+        "--out-dir",
+        default=None,
+        help="metrics.jsonl, args.json, last.pt, best.pt (default: runs/<name>)",
+    )
+    g.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="CKPT",
+        help="continue from CKPT (default: OUT_DIR/last.pt)",
+    )
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--deterministic", action="store_true",
-                   help="deterministic kernels (slower); same seed, same numbers")
+    g.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic kernels (slower); same seed, same numbers",
+    )
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    g.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none",
-                   help="mixed precision (the whitening itself runs in float32)")
+    g.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
+    )
+    g.add_argument(
+        "--amp",
+        choices=["none", "bf16", "fp16"],
+        default="none",
+        help="mixed precision (the whitening itself runs in float32)",
+    )
     g.add_argument("--channels-last", action="store_true")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--dist-backend", default=None,
-                   help="torchrun runs: nccl on GPUs, gloo on CPU by default")
-    g.add_argument("--no-sync-bn", dest="sync_bn", action="store_false",
-                   help="torchrun on GPUs: keep per-process BatchNorm statistics")
-    g.add_argument("--tensorboard", action="store_true",
-                   help="also log to OUT_DIR/tensorboard (needs the tensorboard package)")
-    g.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="no progress bar (one line per epoch instead)")
-    g.add_argument("--log-interval", type=int, default=10,
-                   help="steps between progress-bar updates and NaN checks")
+    g.add_argument(
+        "--dist-backend", default=None, help="torchrun runs: nccl on GPUs, gloo on CPU by default"
+    )
+    g.add_argument(
+        "--no-sync-bn",
+        dest="sync_bn",
+        action="store_false",
+        help="torchrun on GPUs: keep per-process BatchNorm statistics",
+    )
+    g.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also log to OUT_DIR/tensorboard (needs the tensorboard package)",
+    )
+    g.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bar (one line per epoch instead)",
+    )
+    g.add_argument(
+        "--log-interval",
+        type=int,
+        default=10,
+        help="steps between progress-bar updates and NaN checks",
+    )
     # Test hook: makes the loss NaN at this global step (1-based), to exercise the guard.
     g.add_argument("--inject-nan-at-step", type=int, default=None, help=argparse.SUPPRESS)
     return p
@@ -139,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.norm == "zca":
+    if args.norm in ("zca", "pca"):
         if args.group_size is not None:
             if args.group_size < 1 or args.width % args.group_size:
                 parser.error(f"--group-size {args.group_size} must divide --width {args.width}")
@@ -149,17 +228,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if args.num_groups < 1 or args.width % args.num_groups:
             parser.error(f"--num-groups {args.num_groups} must divide --width {args.width}")
         args.group_size = args.width // args.num_groups
+        if args.norm == "pca" and not 1 <= args.n_components <= args.group_size:
+            parser.error(f"--n-components must be in [1, group size {args.group_size}]")
     elif args.group_size is not None or args.num_groups is not None:
-        parser.error("--group-size/--num-groups apply to --norm zca only")
-    if args.norm == "pca" and not 1 <= args.n_components <= args.width:
-        parser.error(f"--n-components must be in [1, --width={args.width}]")
+        parser.error("--group-size/--num-groups apply to --norm zca and pca only")
     for name in ("epochs", "batch_size", "eval_batch_size", "synthetic_size", "log_interval"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.max_steps is not None and args.max_steps < 1:
         parser.error("--max-steps must be >= 1")
     if args.out_dir is None:
-        setting = {"bn": "bn", "zca": f"zca-d{args.group_size}", "pca": f"pca-k{args.n_components}"}
+        setting = {
+            "bn": "bn",
+            "zca": f"zca-d{args.group_size}",
+            "pca": f"pca-d{args.group_size}-k{args.n_components}",
+        }
         args.out_dir = f"runs/{args.dataset}-{setting[args.norm]}-seed{args.seed}"
     return args
 
@@ -256,8 +339,58 @@ def lr_at(args: argparse.Namespace, epoch: int) -> float:
     return args.lr * args.gamma ** sum(epoch > m for m in args.milestones)
 
 
-def params_finite(model: nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+def diagnose_failure(model: nn.Module, x: torch.Tensor) -> tuple[bool, str]:
+    """Why a training step on ``x`` failed: (non-finite values found, where).
+
+    Run only after a step raised: checks the parameters, then replays the
+    forward pass with hooks that stop at the first module whose output is
+    not finite, or name the module that raised and the size of its input.
+    """
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            return True, f"parameter {name!r} is not finite"
+    running: list[tuple[str, nn.Module, torch.Tensor | None]] = []
+    found: list[str] = []
+
+    def enter(name):
+        def pre_hook(module, inputs):
+            first = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+            running.append((name, module, first))
+
+        return pre_hook
+
+    def leave(module, inputs, output):
+        running.pop()
+        if (
+            not found
+            and isinstance(output, torch.Tensor)
+            and not bool(torch.isfinite(output).all())
+        ):
+            found.append(f"the output of {running_name(module)} is not finite")
+
+    names = {id(m): n for n, m in model.named_modules() if n}
+
+    def running_name(module):
+        return f"{names[id(module)]!r} ({type(module).__name__})"
+
+    handles = []
+    for n, m in model.named_modules():
+        if n:
+            handles += [m.register_forward_pre_hook(enter(n)), m.register_forward_hook(leave)]
+    try:
+        with torch.no_grad():
+            model(x)
+    except Exception:  # the caller reports the original exception
+        if not found and running:
+            name, module, first = running[-1]
+            size = "" if first is None else f" (largest |input| {first.abs().max().item():.3g})"
+            found.append(f"{running_name(module)} failed{size}")
+    finally:
+        for h in handles:
+            h.remove()
+    if found:
+        return "not finite" in found[0], found[0]
+    return False, "the forward pass succeeds again"
 
 
 # ---------------------------------------------------------------------------- data
@@ -284,8 +417,8 @@ def load_data(args: argparse.Namespace, env: Env) -> tuple[data_lib.Dataset, str
     note = (
         f"WARNING: {reason}\n\n"
         f"--fallback-synthetic was given: training on the SYNTHETIC data set instead\n"
-        f"({args.synthetic_size} generated CIFAR-shaped images, {classes} classes). The accuracies\n"
-        f"of this run say nothing about {args.dataset}."
+        f"({args.synthetic_size} generated CIFAR-shaped images, {classes} classes).\n"
+        f"The accuracies of this run say nothing about {args.dataset}."
     )
     return data_lib.make_synthetic(args.synthetic_size, test_size, classes), note
 
@@ -358,8 +491,9 @@ class NonFiniteGuard:
 
     def fail(self, step: int, global_step: int, what: str) -> None:
         raise NonFiniteLossError(
-            f"Non-finite training: {what} at epoch {self.epoch}, step {step} "
-            f"(global step {global_step}). Training stopped. {self.checkpoint_note}"
+            f"Numerical failure in training: {what} at epoch {self.epoch}, step {step} "
+            f"(global step {global_step}). Training stopped (a diverging run: try a lower "
+            f"--lr). {self.checkpoint_note}"
         )
 
 
@@ -378,8 +512,14 @@ def train_one_epoch(ctx: dict, epoch: int) -> dict:
     if args.progress and env.is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, desc=f"epoch {epoch}/{args.epochs}", unit="step",
-                   dynamic_ncols=True, leave=True, file=sys.stderr)
+        bar = tqdm(
+            total=steps,
+            desc=f"epoch {epoch}/{args.epochs}",
+            unit="step",
+            dynamic_ncols=True,
+            leave=True,
+            file=sys.stderr,
+        )
     sums = torch.zeros(3, dtype=torch.float64, device=env.device)  # loss*n, correct, n
     start = time.perf_counter()
     step = 0
@@ -398,27 +538,35 @@ def train_one_epoch(ctx: dict, epoch: int) -> dict:
             scaler.step(optimizer)
             scaler.update()
         except Exception as exc:
-            # A NaN from an earlier step can make a layer raise here (an
-            # eigensolver refuses a non-finite matrix): report that first step.
+            # Diverging weights can make a layer raise (an eigensolver refuses a
+            # non-finite matrix) before any loss is NaN: report the first bad
+            # loss if there was one, else where the values stopped being finite.
             guard.check()
-            if not params_finite(ctx["raw"]):
-                guard.fail(step, global_step, f"the parameters are not finite ({exc})")
+            nonfinite, where = diagnose_failure(ctx["raw"], x)
+            if nonfinite or isinstance(exc, torch.linalg.LinAlgError):
+                guard.fail(step, global_step, f"{where}; the step raised {exc!r}")
             raise
         ctx["global_step"] = global_step
         guard.add(step, global_step, loss)
-        sums += torch.stack([
-            loss.detach().double() * y.shape[0],
-            (logits.argmax(1) == y).sum().double(),
-            torch.tensor(y.shape[0], dtype=torch.float64, device=env.device),
-        ])
+        sums += torch.stack(
+            [
+                loss.detach().double() * y.shape[0],
+                (logits.argmax(1) == y).sum().double(),
+                torch.tensor(y.shape[0], dtype=torch.float64, device=env.device),
+            ]
+        )
         if step % args.log_interval == 0 or step == steps:
             guard.check()
             if bar is not None:
                 s = sums.tolist()
                 elapsed = time.perf_counter() - start
-                bar.set_postfix(loss=f"{s[0] / s[2]:.3f}", acc=f"{100 * s[1] / s[2]:.1f}%",
-                                img_s=f"{s[2] * env.world_size / elapsed:.0f}", lr=f"{lr:g}",
-                                refresh=False)
+                bar.set_postfix(
+                    loss=f"{s[0] / s[2]:.3f}",
+                    acc=f"{100 * s[1] / s[2]:.1f}%",
+                    img_s=f"{s[2] * env.world_size / elapsed:.0f}",
+                    lr=f"{lr:g}",
+                    refresh=False,
+                )
         if bar is not None:
             bar.update(1)
     guard.check()
@@ -450,14 +598,19 @@ def evaluate(ctx: dict) -> dict:
     for x, y in ctx["test_loader"]:
         with ctx["autocast"]():
             logits = model(x)
-        sums += torch.stack([
-            criterion(logits.float(), y).double(),
-            (logits.argmax(1) == y).sum().double(),
-            torch.tensor(y.shape[0], dtype=torch.float64, device=env.device),
-        ])
+        sums += torch.stack(
+            [
+                criterion(logits.float(), y).double(),
+                (logits.argmax(1) == y).sum().double(),
+                torch.tensor(y.shape[0], dtype=torch.float64, device=env.device),
+            ]
+        )
     loss_sum, correct, n = all_reduce_sum(sums, env).tolist()
-    return {"test_loss": loss_sum / max(n, 1), "test_acc": 100 * correct / max(n, 1),
-            "test_samples": int(n)}
+    return {
+        "test_loss": loss_sum / max(n, 1),
+        "test_acc": 100 * correct / max(n, 1),
+        "test_samples": int(n),
+    }
 
 
 def load_checkpoint(path: Path, env: Env) -> dict:
@@ -502,7 +655,7 @@ def _run(args: argparse.Namespace, env: Env) -> dict:
     train_data = dataset.train.to(env.device)
     test_data = dataset.test.to(env.device)
     per_rank_batch = args.batch_size // env.world_size
-    common = dict(rank=env.rank, world_size=env.world_size, channels_last=args.channels_last)
+    common = {"rank": env.rank, "world_size": env.world_size, "channels_last": args.channels_last}
     train_loader = data_lib.TensorBatches(
         train_data, batch_size=per_rank_batch, train=True, seed=args.seed, **common
     )
@@ -556,8 +709,11 @@ def _run(args: argparse.Namespace, env: Env) -> dict:
             "num_parameters": sum(p.numel() for p in raw.parameters()),
             "world_size": env.world_size,
             "device": str(env.device),
-            "device_name": (torch.cuda.get_device_name(env.device)
-                            if env.device.type == "cuda" else platform.processor() or "cpu"),
+            "device_name": (
+                torch.cuda.get_device_name(env.device)
+                if env.device.type == "cuda"
+                else platform.processor() or "cpu"
+            ),
             "torch_version": torch.__version__,
             "command": sys.argv,
         }
@@ -566,33 +722,55 @@ def _run(args: argparse.Namespace, env: Env) -> dict:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as exc:
-                log(env, f"--tensorboard: not available ({exc}); pip install tensorboard. "
-                         "Continuing without it.", file=sys.stderr)
+                log(
+                    env,
+                    f"--tensorboard: not available ({exc}); pip install tensorboard. "
+                    "Continuing without it.",
+                    file=sys.stderr,
+                )
             else:
                 tb_writer = SummaryWriter(str(out / "tensorboard"))
 
-    log(env, f"{dataset.name}: {len(dataset.train)} train / {len(dataset.test)} test images, "
-             f"{dataset.num_classes} classes; stem norm {config.norm} "
-             f"({type(getattr(raw, 'stem_norm', None)).__name__}); device {env.device} "
-             f"x{env.world_size}; out-dir {out}")
+    log(
+        env,
+        f"{dataset.name}: {len(dataset.train)} train / {len(dataset.test)} test images, "
+        f"{dataset.num_classes} classes; stem norm {config.norm} "
+        f"({type(getattr(raw, 'stem_norm', None)).__name__}); device {env.device} "
+        f"x{env.world_size}; out-dir {out}",
+    )
     if env.distributed and env.device.type != "cuda" and args.sync_bn:
-        log(env, "note: BatchNorm layers keep per-process statistics on CPU "
-                 "(SyncBatchNorm needs GPUs); whitening layers are synchronised.")
+        log(
+            env,
+            "note: BatchNorm layers keep per-process statistics on CPU "
+            "(SyncBatchNorm needs GPUs); whitening layers are synchronised.",
+        )
     if first_epoch > args.epochs:
-        log(env, f"nothing to do: the checkpoint is at epoch {first_epoch - 1} "
-                 f"and --epochs is {args.epochs}")
+        log(
+            env,
+            f"nothing to do: the checkpoint is at epoch {first_epoch - 1} "
+            f"and --epochs is {args.epochs}",
+        )
 
     ctx = {
-        "args": args, "env": env, "model": model, "raw": raw, "optimizer": optimizer,
-        "scaler": scaler, "autocast": autocast, "train_loader": train_loader,
-        "test_loader": test_loader, "global_step": global_step,
+        "args": args,
+        "env": env,
+        "model": model,
+        "raw": raw,
+        "optimizer": optimizer,
+        "scaler": scaler,
+        "autocast": autocast,
+        "train_loader": train_loader,
+        "test_loader": test_loader,
+        "global_step": global_step,
     }
     last_good = {"epoch": first_epoch - 1}
 
     def checkpoint_note() -> str:
         if last_good["epoch"] >= 1 and (out / "last.pt").exists():
-            return (f"The last good checkpoint is {out / 'last.pt'} "
-                    f"(end of epoch {last_good['epoch']}); it was not overwritten.")
+            return (
+                f"The last good checkpoint is {out / 'last.pt'} "
+                f"(end of epoch {last_good['epoch']}); it was not overwritten."
+            )
         return "No checkpoint had been written yet."
 
     ctx["checkpoint_note"] = checkpoint_note
@@ -606,9 +784,13 @@ def _run(args: argparse.Namespace, env: Env) -> dict:
         metrics["best_test_acc"] = best_acc
         if env.is_main:
             state = {
-                "model": raw.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(), "epoch": epoch, "best_test_acc": best_acc,
-                "global_step": ctx["global_step"], "model_config": config.to_dict(),
+                "model": raw.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "epoch": epoch,
+                "best_test_acc": best_acc,
+                "global_step": ctx["global_step"],
+                "model_config": config.to_dict(),
                 "test_acc": metrics["test_acc"],
             }
             atomic_save(state, out / "last.pt")
@@ -617,17 +799,29 @@ def _run(args: argparse.Namespace, env: Env) -> dict:
             with metrics_path.open("a") as f:
                 f.write(json.dumps(metrics) + "\n")
             if tb_writer is not None:
-                for key in ("train_loss", "train_acc", "test_loss", "test_acc",
-                            "images_per_s", "lr"):
+                for key in (
+                    "train_loss",
+                    "train_acc",
+                    "test_loss",
+                    "test_acc",
+                    "images_per_s",
+                    "lr",
+                ):
                     tb_writer.add_scalar(key, metrics[key], epoch)
                 tb_writer.flush()
         last_good["epoch"] = epoch
-        log(env, f"epoch {epoch}/{args.epochs}: train loss {metrics['train_loss']:.4f} "
-                 f"acc {metrics['train_acc']:.2f}% | test loss {metrics['test_loss']:.4f} "
-                 f"acc {metrics['test_acc']:.2f}% (best {best_acc:.2f}%) | "
-                 f"{metrics['images_per_s']:.0f} img/s, lr {metrics['lr']:g}")
-        summary = {"epochs_run": summary["epochs_run"] + 1, "best_test_acc": best_acc,
-                   "last": metrics}
+        log(
+            env,
+            f"epoch {epoch}/{args.epochs}: train loss {metrics['train_loss']:.4f} "
+            f"acc {metrics['train_acc']:.2f}% | test loss {metrics['test_loss']:.4f} "
+            f"acc {metrics['test_acc']:.2f}% (best {best_acc:.2f}%) | "
+            f"{metrics['images_per_s']:.0f} img/s, lr {metrics['lr']:g}",
+        )
+        summary = {
+            "epochs_run": summary["epochs_run"] + 1,
+            "best_test_acc": best_acc,
+            "last": metrics,
+        }
     if tb_writer is not None:
         tb_writer.close()
     return summary
@@ -637,6 +831,9 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     args = parse_args(argv)
     deterministic_before = torch.are_deterministic_algorithms_enabled()
+    threads_before = torch.get_num_threads()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     try:
         run(args)
     except NonFiniteLossError as exc:
@@ -648,6 +845,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         # Leave the process as it was (the tests call main() in-process).
         torch.use_deterministic_algorithms(deterministic_before)
+        torch.set_num_threads(threads_before)
     return 0
 
 
