@@ -1,9 +1,14 @@
-"""PyTorch adapter: autograd for svdpi's eigendecomposition.
+"""PyTorch adapter: autograd for svdpi's eigendecomposition, and the paper's layers.
 
 ``svdpi.torch.eig`` returns exact eigenpairs whose backward pass is the
 power-iteration gradient computed by the framework-agnostic core.
+:class:`ZCAWhitening` and :class:`PCADenoising` are the whitening layers of
+the paper, drop-in replacements for a BatchNorm layer;
+:class:`SyncZCAWhitening` / :func:`convert_sync_whitening` compute their
+statistics over all processes of a distributed job.
 """
 
 from ._eig import eig
+from ._whitening import PCADenoising, ZCAWhitening
 
-__all__ = ["eig"]
+__all__ = ["PCADenoising", "ZCAWhitening", "eig"]
