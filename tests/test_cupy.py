@@ -216,10 +216,12 @@ def test_generated_source_has_the_formula():
     for fragment in (
         "log1p(",
         "expm1(",
+        "fabs((lr - lc))",
         "svdpi_maximum<T>(lam_row, lam_floor)",
-        "const bool upper = (row < col);",
-        "(num_iters + T(1))",  # T + 1 terms above the diagonal
-        "const bool at_one = (log_ratio == T(0));",
+        "svdpi_minimum<T>(",  # the cap of log r at -eps²
+        "(-(eps * eps))",
+        "const T upper = ((row < col) ? T(T(1)) : T(T(0)));",
+        "const T terms = (upper + num_iters);",  # T + 1 terms above the diagonal, T below
         "return coefficient;",
     ):
         assert fragment in pi, fragment
@@ -241,7 +243,9 @@ def test_kernel_specs(method):
     assert product.out_params == symmetric.out_params == "T out"
     call = f"svdpi_coefficient_{method}<T>"
     # A^T: the product reads A[q, p] for the entry (p, q).
-    assert f"out = {call}(lam_q, lam_p, q, p, floor_k, num_iters) * b[i];" in product.operation
+    assert (
+        f"out = {call}(lam_q, lam_p, q, p, floor_k, eps, num_iters) * b[i];" in product.operation
+    )
     assert "b[k * nn + q * n + p]" in symmetric.operation
     assert "T(0.5)" in symmetric.operation
     assert "b[" not in coefficients.operation
@@ -284,6 +288,7 @@ def _host_program():
         "#include <cstddef>",
         "#include <cstdio>",
         "#include <cstring>",
+        "#include <limits>",
         "#include <vector>",
         "#define __device__",  # the device functions become host functions
         "using std::expm1;",
@@ -298,15 +303,15 @@ def _host_program():
             body = textwrap.indent(spec.operation, "        ")
             parts.append(
                 f"template <typename T>\nstatic void {spec.name}(const T* w, const T* lam_floor,"
-                " const T* b, long long n, T num_iters, T* out_array, ptrdiff_t size) {\n"
+                " const T* b, long long n, T eps, T num_iters, T* out_array, ptrdiff_t size) {\n"
                 "    (void)b;\n"
                 "    for (ptrdiff_t i = 0; i < size; ++i) {\n"
                 "        T& out = out_array[i];\n"
                 f"{body}\n    }}\n}}\n"
             )
             dispatch.append(
-                f'    if (!strcmp(name, "{spec.name}")) {{ {spec.name}<T>(w, f, b, n, t, o, size);'
-                " return 0; }"
+                f'    if (!strcmp(name, "{spec.name}")) {{'
+                f" {spec.name}<T>(w, f, b, n, e, t, o, size); return 0; }}"
             )
     dispatch_body = "\n".join(dispatch)
     parts.append(
@@ -320,6 +325,7 @@ def _host_program():
         "    if (fread(bv.data(), sizeof(T), bv.size(), in) != bv.size()) return 2;\n"
         "    const T* w = wv.data(); const T* f = fv.data(); const T* b = bv.data();\n"
         "    T* o = ov.data(); const T t = T(iters);\n"
+        "    const T e = std::numeric_limits<T>::epsilon();\n"
         "    int status = 1;\n"
         "    [&]() {\n"
         + dispatch_body.replace("return 0;", "status = 0; return;")

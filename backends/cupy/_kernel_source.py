@@ -14,7 +14,8 @@ comparison (``< <= > >= == !=``) and calls of :data:`FUNCTIONS`.
 Inputs: ``lam_row``, ``lam_col`` (the eigenvalues of the entry's row and
 column), ``row``, ``col`` (their indices), ``lam_floor`` (the matrix's
 eigenvalue floor, see :func:`svdpi._coefficients.eigenvalue_floor`),
-``num_iters``. The last statement assigns ``coefficient``.
+``eps`` (the dtype's machine epsilon), ``num_iters``. The last statement
+assigns ``coefficient``.
 """
 
 from __future__ import annotations
@@ -24,36 +25,36 @@ from typing import Any, NamedTuple
 
 METHODS = ("pi", "taylor", "analytic")
 MODES = ("coefficients", "product", "symmetric_product")
-INPUTS = ("lam_row", "lam_col", "row", "col", "lam_floor", "num_iters")
+INPUTS = ("lam_row", "lam_col", "row", "col", "lam_floor", "eps", "num_iters")
 INTEGER_INPUTS = ("row", "col")
-FUNCTIONS = ("where", "maximum", "minimum", "log1p", "expm1")
+FUNCTIONS = ("where", "maximum", "minimum", "abs", "log1p", "expm1")
 
 # The truncated series of 1 / (λ_row − λ_col) in r = small / big, evaluated
 # as in svdpi._coefficients: clamp at the floor, log r through log1p of a
-# difference, S = expm1(terms·L) / expm1(L) with a safe denominator where
-# L = 0 (equal eigenvalues), divided by the larger eigenvalue, sign by side.
+# difference, capped at −eps² so that S = expm1(terms·L) / expm1(L) never sees
+# 0/0 (at the cap it equals `terms` in floating point), divided by the larger
+# eigenvalue, signed +1 above the diagonal, −1 below, 0 on it.
 _SERIES = """
 lr = maximum(lam_row, lam_floor)
 lc = maximum(lam_col, lam_floor)
 big = maximum(lr, lc)
-log_ratio = log1p((minimum(lr, lc) - big) / big)
-upper = row < col
+log_ratio = minimum(log1p(-abs(lr - lc) / big), -(eps * eps))
+upper = where(row < col, 1, 0)
+sign = upper - where(col < row, 1, 0)
 {terms}
-at_one = log_ratio == 0
-safe_log = where(at_one, -1, log_ratio)
-series = where(at_one, terms, expm1(terms * safe_log) / expm1(safe_log)) / big
-coefficient = where(row == col, 0, where(upper, series, -series))
+coefficient = sign * (expm1(terms * log_ratio) / expm1(log_ratio)) / big
 """
 
 FORMULAS = {
     # T + 1 terms above the diagonal (λ_row the larger one), T below.
-    "pi": _SERIES.format(terms="terms = where(upper, num_iters + 1, num_iters)"),
+    "pi": _SERIES.format(terms="terms = upper + num_iters"),
     # Powers 0 … K on both sides.
     "taylor": _SERIES.format(terms="terms = num_iters + 1"),
-    # The classical 1 / (λ_row − λ_col); infinite for equal eigenvalues.
+    # The classical 1 / (λ_row − λ_col), infinite for equal eigenvalues; 1 is
+    # added to the diagonal's denominator to keep 0/0 out, the numerator zeroes it.
     "analytic": """
-diagonal = row == col
-coefficient = where(diagonal, 0, 1 / where(diagonal, 1, lam_row - lam_col))
+off_diagonal = where(row == col, 0, 1)
+coefficient = off_diagonal / (lam_row - lam_col + (1 - off_diagonal))
 """,
 }
 
@@ -163,6 +164,8 @@ def _to_c(node: ast.expr) -> str:
         return f"({args[0]} ? T({args[1]}) : T({args[2]}))"
     if name in ("maximum", "minimum"):
         return f"svdpi_{name}<T>({args[0]}, {args[1]})"
+    if name == "abs":
+        return f"fabs({args[0]})"
     return f"{name}({args[0]})"
 
 
@@ -189,7 +192,7 @@ def cuda_device_function(method: str) -> str:
     return (
         f"template <typename T>\n__device__ T {device_function_name(method)}(\n"
         "    const T lam_row, const T lam_col, const ptrdiff_t row, const ptrdiff_t col,\n"
-        "    const T lam_floor, const T num_iters) {\n"
+        "    const T lam_floor, const T eps, const T num_iters) {\n"
         f"{body}\n    return coefficient;\n}}\n"
     )
 
@@ -227,18 +230,18 @@ def kernel_spec(method: str, mode: str) -> KernelSpec:
     function = device_function_name(method)
     preamble = cuda_preamble(method)  # validates method
     if mode == "coefficients":
-        in_params = "raw T w, raw T lam_floor, int64 n, T num_iters"
-        result = f"out = {function}<T>(lam_p, lam_q, p, q, floor_k, num_iters);"
+        in_params = "raw T w, raw T lam_floor, int64 n, T eps, T num_iters"
+        result = f"out = {function}<T>(lam_p, lam_q, p, q, floor_k, eps, num_iters);"
     elif mode == "product":
-        in_params = "raw T w, raw T lam_floor, raw T b, int64 n, T num_iters"
+        in_params = "raw T w, raw T lam_floor, raw T b, int64 n, T eps, T num_iters"
         # (Aᵀ)[p, q] = A[q, p]
-        result = f"out = {function}<T>(lam_q, lam_p, q, p, floor_k, num_iters) * b[i];"
+        result = f"out = {function}<T>(lam_q, lam_p, q, p, floor_k, eps, num_iters) * b[i];"
     elif mode == "symmetric_product":
-        in_params = "raw T w, raw T lam_floor, raw T b, int64 n, T num_iters"
+        in_params = "raw T w, raw T lam_floor, raw T b, int64 n, T eps, T num_iters"
         # P[p, q] + P[q, p] = A[q, p] b[p, q] + A[p, q] b[q, p], halved as in the core.
         result = (
-            f"const T a_qp = {function}<T>(lam_q, lam_p, q, p, floor_k, num_iters);\n"
-            f"const T a_pq = {function}<T>(lam_p, lam_q, p, q, floor_k, num_iters);\n"
+            f"const T a_qp = {function}<T>(lam_q, lam_p, q, p, floor_k, eps, num_iters);\n"
+            f"const T a_pq = {function}<T>(lam_p, lam_q, p, q, floor_k, eps, num_iters);\n"
             "out = (a_qp * b[i] + a_pq * b[k * nn + q * n + p]) * T(0.5);"
         )
     else:
@@ -268,6 +271,7 @@ def evaluate_numpy(method: str, inputs: dict[str, Any], dtype: Any) -> Any:
         "where": np.where,
         "maximum": np.maximum,
         "minimum": np.minimum,
+        "abs": np.abs,
         "log1p": np.log1p,
         "expm1": np.expm1,
     }
@@ -332,6 +336,7 @@ def coefficient_matrix_numpy(eigenvalues: Any, *, method: str, num_iters: int) -
         "row": index[:, None],
         "col": index[None, :],
         "lam_floor": np.asarray(eigenvalue_floor(w, xp))[..., None],
+        "eps": np.finfo(w.dtype).eps,
         "num_iters": w.dtype.type(num_iters),
     }
     return evaluate_numpy(method, inputs, w.dtype)

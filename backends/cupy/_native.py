@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 import array_api_compat.cupy as xp_cupy
+import numpy
 
 import cupy
 from svdpi._coefficients import eigenvalue_floor
@@ -40,7 +41,9 @@ def _launch(mode: str, eigenvalues: Any, b: Any, method: str, num_iters: int) ->
     if b is not None:
         args.append(cupy.ascontiguousarray(b).reshape(-1))
     # Numbers as scalars of the array dtype, so T is decided by the arrays alone.
-    _kernel(method, mode)(*args, n, w.dtype.type(num_iters), out.reshape(-1))
+    scalar = w.dtype.type
+    eps = scalar(numpy.finfo(w.dtype).eps)
+    _kernel(method, mode)(*args, n, eps, scalar(num_iters), out.reshape(-1))
     return out
 
 
