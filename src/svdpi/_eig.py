@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace, is_numpy_namespace
 
+from ._dispatch import native
 from ._validation import check_floating, check_square
 
 
@@ -84,6 +85,8 @@ def eig(a: Any, /, *, check_finite: bool = True, xp: Any = None) -> EigResult:
     a = (a + xp.matrix_transpose(a)) * 0.5
     if is_numpy_namespace(xp):
         eigenvalues, eigenvectors = _numpy_eigh(a, xp)
+    elif (native_eigh := native(xp, "eigh")) is not None:
+        eigenvalues, eigenvectors = native_eigh(a)
     else:
         eigenvalues, eigenvectors = xp.linalg.eigh(a)
     # eigh sorts ascending; the paper's (SVD) order is descending.

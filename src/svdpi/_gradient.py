@@ -7,6 +7,7 @@ from typing import Any
 from array_api_compat import array_namespace, device
 
 from ._coefficients import coefficient_matrix
+from ._dispatch import native
 from ._validation import check_eigenpairs, check_like, check_method, check_num_iters
 
 
@@ -137,11 +138,11 @@ def vjp_from_projected(
         return xp.zeros_like(v)
     inner = None
     if vt_grad_eigenvectors is not None:
-        a = coefficient_matrix(eigenvalues, method=method, num_iters=num_iters, xp=xp)
-        inner = xp.matrix_transpose(a) * vt_grad_eigenvectors
         # Only the symmetric part is a gradient; symmetrising the small inner
         # matrix is cheaper than symmetrising the result and equal to it.
-        inner = (inner + xp.matrix_transpose(inner)) * 0.5
+        inner = _coefficient_product(
+            eigenvalues, vt_grad_eigenvectors, method, num_iters, symmetrize=True, xp=xp
+        )
     if grad_eigenvalues is not None:
         eye = xp.eye(v.shape[-1], dtype=v.dtype, device=device(v))
         diagonal = eye * grad_eigenvalues[..., None, :]
@@ -206,6 +207,22 @@ def eig_jvp(
     vt = xp.matrix_transpose(v)
     projected = vt @ ((tangent_a + xp.matrix_transpose(tangent_a)) * 0.5) @ v
     tangent_eigenvalues = xp.linalg.diagonal(projected)
-    a = coefficient_matrix(eigenvalues, method=method, num_iters=num_iters, xp=xp)
-    tangent_eigenvectors = v @ (xp.matrix_transpose(a) * projected)
+    product = _coefficient_product(
+        eigenvalues, projected, method, num_iters, symmetrize=False, xp=xp
+    )
+    tangent_eigenvectors = v @ product
     return tangent_eigenvalues, tangent_eigenvectors
+
+
+def _coefficient_product(
+    eigenvalues: Any, b: Any, method: str, num_iters: int, *, symmetrize: bool, xp: Any
+) -> Any:
+    """``Aᵀ ∘ b`` (then ``(P + Pᵀ) / 2`` if ``symmetrize``), natively where a fast path exists."""
+    fast = native(xp, "coefficient_product")
+    if fast is not None:
+        return fast(eigenvalues, b, method=method, num_iters=num_iters, symmetrize=symmetrize)
+    a = coefficient_matrix(eigenvalues, method=method, num_iters=num_iters, xp=xp)
+    product = xp.matrix_transpose(a) * b
+    if symmetrize:
+        product = (product + xp.matrix_transpose(product)) * 0.5
+    return product

@@ -1,0 +1,355 @@
+"""The coefficient matrix as one scalar formula, compiled to CUDA and evaluated with NumPy.
+
+The formula for one entry ``A[row, col]`` of
+:func:`svdpi._coefficients.coefficient_matrix` is written once below, as
+statements in a tiny subset of Python. :func:`cuda_preamble` translates them
+to a CUDA device function for :class:`cupy.ElementwiseKernel`;
+:func:`evaluate_numpy` runs the very same statements with NumPy, so the
+formula the GPU runs is tested against the core on any machine. This module
+imports neither CuPy nor NumPy at import time.
+
+The subset: one assignment per line, ``name = expression``, where an
+expression is built from names, numbers, ``+ - * /``, unary ``-``, one
+comparison (``< <= > >= == !=``) and calls of :data:`FUNCTIONS`.
+Inputs: ``lam_row``, ``lam_col`` (the eigenvalues of the entry's row and
+column), ``row``, ``col`` (their indices), ``lam_floor`` (the matrix's
+eigenvalue floor, see :func:`svdpi._coefficients.eigenvalue_floor`),
+``eps`` (the dtype's machine epsilon), ``num_iters``. The last statement
+assigns ``coefficient``.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any, NamedTuple
+
+METHODS = ("pi", "taylor", "analytic")
+MODES = ("coefficients", "product", "symmetric_product")
+INPUTS = ("lam_row", "lam_col", "row", "col", "lam_floor", "eps", "num_iters")
+INTEGER_INPUTS = ("row", "col")
+FUNCTIONS = ("where", "maximum", "minimum", "abs", "log1p", "expm1")
+
+# The truncated series of 1 / (λ_row − λ_col) in r = small / big, evaluated
+# as in svdpi._coefficients: clamp at the floor, log r through log1p of a
+# difference, capped at −eps² so that S = expm1(terms·L) / expm1(L) never sees
+# 0/0 (at the cap it equals `terms` in floating point), divided by the larger
+# eigenvalue, signed +1 above the diagonal, −1 below, 0 on it.
+_SERIES = """
+lr = maximum(lam_row, lam_floor)
+lc = maximum(lam_col, lam_floor)
+big = maximum(lr, lc)
+log_ratio = minimum(log1p(-abs(lr - lc) / big), -(eps * eps))
+upper = where(row < col, 1, 0)
+sign = upper - where(col < row, 1, 0)
+{terms}
+coefficient = sign * (expm1(terms * log_ratio) / expm1(log_ratio)) / big
+"""
+
+FORMULAS = {
+    # T + 1 terms above the diagonal (λ_row the larger one), T below.
+    "pi": _SERIES.format(terms="terms = upper + num_iters"),
+    # Powers 0 … K on both sides.
+    "taylor": _SERIES.format(terms="terms = num_iters + 1"),
+    # The classical 1 / (λ_row − λ_col), infinite for equal eigenvalues; 1 is
+    # added to the diagonal's denominator to keep 0/0 out, the numerator zeroes it.
+    "analytic": """
+off_diagonal = where(row == col, 0, 1)
+coefficient = off_diagonal / (lam_row - lam_col + (1 - off_diagonal))
+""",
+}
+
+
+class KernelSpec(NamedTuple):
+    """Arguments of ``cupy.ElementwiseKernel(in_params, out_params, operation, name, ...)``."""
+
+    in_params: str
+    out_params: str
+    operation: str
+    name: str
+    preamble: str
+
+
+def parse_formula(method: str) -> list[tuple[str, ast.expr]]:
+    """The formula of ``method`` as ``(target, expression)`` pairs, checked against the subset."""
+    if method not in FORMULAS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}")
+    statements = []
+    defined = set(INPUTS)
+    for node in ast.parse(FORMULAS[method].strip()).body:
+        if not (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+        ):
+            raise ValueError(
+                f"only 'name = expression' statements are allowed: {ast.unparse(node)}"
+            )
+        _check_expression(node.value, defined)
+        defined.add(node.targets[0].id)
+        statements.append((node.targets[0].id, node.value))
+    if not statements or statements[-1][0] != "coefficient":
+        raise ValueError("the formula must end by assigning 'coefficient'")
+    return statements
+
+
+def _check_expression(node: ast.expr, defined: set[str]) -> None:
+    if isinstance(node, ast.Name):
+        if node.id not in defined:
+            raise ValueError(f"name {node.id!r} is used before it is assigned")
+    elif isinstance(node, ast.Constant):
+        if isinstance(node.value, bool) or not isinstance(node.value, int | float):
+            raise ValueError(f"only int and float constants are allowed, got {node.value!r}")
+    elif isinstance(node, ast.BinOp):
+        if not isinstance(node.op, ast.Add | ast.Sub | ast.Mult | ast.Div):
+            raise ValueError(f"operator not allowed: {ast.unparse(node)}")
+        _check_expression(node.left, defined)
+        _check_expression(node.right, defined)
+    elif isinstance(node, ast.UnaryOp):
+        if not isinstance(node.op, ast.USub):
+            raise ValueError(f"operator not allowed: {ast.unparse(node)}")
+        _check_expression(node.operand, defined)
+    elif isinstance(node, ast.Compare):
+        if len(node.ops) != 1 or not isinstance(node.ops[0], tuple(_COMPARISONS)):
+            raise ValueError(f"only single comparisons are allowed: {ast.unparse(node)}")
+        _check_expression(node.left, defined)
+        _check_expression(node.comparators[0], defined)
+    elif isinstance(node, ast.Call):
+        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS or node.keywords:
+            raise ValueError(f"call not allowed: {ast.unparse(node)}")
+        arity = 3 if node.func.id == "where" else 2 if node.func.id.endswith("imum") else 1
+        if len(node.args) != arity:
+            raise ValueError(f"{node.func.id} takes {arity} arguments: {ast.unparse(node)}")
+        for argument in node.args:
+            _check_expression(argument, defined)
+    else:
+        raise ValueError(f"expression not allowed: {ast.unparse(node)}")
+
+
+_COMPARISONS = {
+    ast.Lt: "<",
+    ast.LtE: "<=",
+    ast.Gt: ">",
+    ast.GtE: ">=",
+    ast.Eq: "==",
+    ast.NotEq: "!=",
+}
+_OPERATORS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+
+
+# --- CUDA --------------------------------------------------------------------
+
+CUDA_HELPERS = """\
+// NaN-propagating maximum / minimum, like numpy.maximum / cupy.maximum.
+template <typename T> __device__ T svdpi_maximum(T a, T b) { return (a != a || a > b) ? a : b; }
+template <typename T> __device__ T svdpi_minimum(T a, T b) { return (a != a || a < b) ? a : b; }
+"""
+
+
+def _to_c(node: ast.expr) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Constant):
+        return f"T({node.value!r})"
+    if isinstance(node, ast.BinOp):
+        return f"({_to_c(node.left)} {_OPERATORS[type(node.op)]} {_to_c(node.right)})"
+    if isinstance(node, ast.UnaryOp):
+        return f"(-{_to_c(node.operand)})"
+    if isinstance(node, ast.Compare):
+        op = _COMPARISONS[type(node.ops[0])]
+        return f"({_to_c(node.left)} {op} {_to_c(node.comparators[0])})"
+    assert isinstance(node, ast.Call)  # parse_formula allowed nothing else
+    args = [_to_c(argument) for argument in node.args]
+    name = node.func.id
+    if name == "where":
+        return f"({args[0]} ? T({args[1]}) : T({args[2]}))"
+    if name in ("maximum", "minimum"):
+        return f"svdpi_{name}<T>({args[0]}, {args[1]})"
+    if name == "abs":
+        return f"fabs({args[0]})"
+    return f"{name}({args[0]})"
+
+
+def _is_boolean(node: ast.expr, booleans: set[str]) -> bool:
+    return isinstance(node, ast.Compare) or (isinstance(node, ast.Name) and node.id in booleans)
+
+
+def device_function_name(method: str) -> str:
+    return f"svdpi_coefficient_{method}"
+
+
+def cuda_device_function(method: str) -> str:
+    """``template <typename T> __device__ T svdpi_coefficient_<method>(...)``: ``A[row, col]``."""
+    booleans: set[str] = set()
+    lines = []
+    for target, expression in parse_formula(method):
+        if _is_boolean(expression, booleans):
+            booleans.add(target)
+            ctype = "bool"
+        else:
+            ctype = "T"
+        lines.append(f"    const {ctype} {target} = {_to_c(expression)};")
+    body = "\n".join(lines)
+    return (
+        f"template <typename T>\n__device__ T {device_function_name(method)}(\n"
+        "    const T lam_row, const T lam_col, const ptrdiff_t row, const ptrdiff_t col,\n"
+        "    const T lam_floor, const T eps, const T num_iters) {\n"
+        f"{body}\n    return coefficient;\n}}\n"
+    )
+
+
+def cuda_preamble(method: str) -> str:
+    return CUDA_HELPERS + "\n" + cuda_device_function(method)
+
+
+# Unravel the flat output index i of a C-contiguous (batch, n, n) array into
+# (k, p, q). The operand arrays are passed flat and C-contiguous.
+_UNRAVEL = """\
+const ptrdiff_t nn = n * n;
+const ptrdiff_t k = i / nn;
+const ptrdiff_t p = (i / n) % n;
+const ptrdiff_t q = i % n;
+const T lam_p = w[k * n + p];
+const T lam_q = w[k * n + q];
+const T floor_k = lam_floor[k];
+"""
+
+
+def kernel_spec(method: str, mode: str) -> KernelSpec:
+    """The ``cupy.ElementwiseKernel`` arguments for ``method`` and ``mode``.
+
+    ``mode``:
+
+    * ``"coefficients"``: ``out = A`` (for tests and for callers that need ``A``);
+    * ``"product"``: ``out = Aᵀ ∘ b``, the JVP's inner matrix;
+    * ``"symmetric_product"``: ``out = (P + Pᵀ) / 2`` for ``P = Aᵀ ∘ b``, the
+      VJP's inner matrix, in the same single pass over ``b``.
+
+    Every operand is C-contiguous and flat: ``w`` (batch·n eigenvalues),
+    ``lam_floor`` (batch floors), ``b`` (batch·n·n), ``out`` (batch·n·n).
+    """
+    function = device_function_name(method)
+    preamble = cuda_preamble(method)  # validates method
+    if mode == "coefficients":
+        in_params = "raw T w, raw T lam_floor, int64 n, T eps, T num_iters"
+        result = f"out = {function}<T>(lam_p, lam_q, p, q, floor_k, eps, num_iters);"
+    elif mode == "product":
+        in_params = "raw T w, raw T lam_floor, raw T b, int64 n, T eps, T num_iters"
+        # (Aᵀ)[p, q] = A[q, p]
+        result = f"out = {function}<T>(lam_q, lam_p, q, p, floor_k, eps, num_iters) * b[i];"
+    elif mode == "symmetric_product":
+        in_params = "raw T w, raw T lam_floor, raw T b, int64 n, T eps, T num_iters"
+        # P[p, q] + P[q, p] = A[q, p] b[p, q] + A[p, q] b[q, p], halved as in the core.
+        result = (
+            f"const T a_qp = {function}<T>(lam_q, lam_p, q, p, floor_k, eps, num_iters);\n"
+            f"const T a_pq = {function}<T>(lam_p, lam_q, p, q, floor_k, eps, num_iters);\n"
+            "out = (a_qp * b[i] + a_pq * b[k * nn + q * n + p]) * T(0.5);"
+        )
+    else:
+        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}; got {mode!r}")
+    return KernelSpec(
+        in_params=in_params,
+        out_params="T out",
+        operation=_UNRAVEL + result,
+        name=f"svdpi_{mode}_{method}",
+        preamble=preamble,
+    )
+
+
+# --- NumPy -------------------------------------------------------------------
+
+
+def evaluate_numpy(method: str, inputs: dict[str, Any], dtype: Any) -> Any:
+    """Run the formula of ``method`` with NumPy on broadcastable ``inputs``.
+
+    Constants are made ``dtype`` scalars, as ``T(...)`` in the CUDA source.
+    Division by zero (``"analytic"`` with equal eigenvalues) gives ``inf``
+    silently, as on the GPU.
+    """
+    import numpy as np
+
+    functions = {
+        "where": np.where,
+        "maximum": np.maximum,
+        "minimum": np.minimum,
+        "abs": np.abs,
+        "log1p": np.log1p,
+        "expm1": np.expm1,
+    }
+    scalar = np.dtype(dtype).type
+    missing = set(INPUTS) - set(inputs)
+    if missing:
+        raise ValueError(f"missing inputs: {sorted(missing)}")
+    env = dict(inputs)
+
+    def run(node: ast.expr) -> Any:
+        if isinstance(node, ast.Name):
+            return env[node.id]
+        if isinstance(node, ast.Constant):
+            return scalar(node.value)
+        if isinstance(node, ast.BinOp):
+            left, right = run(node.left), run(node.right)
+            op = _OPERATORS[type(node.op)]
+            return {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide}[op](
+                left, right
+            )
+        if isinstance(node, ast.UnaryOp):
+            return np.negative(run(node.operand))
+        if isinstance(node, ast.Compare):
+            left, right = run(node.left), run(node.comparators[0])
+            op = _COMPARISONS[type(node.ops[0])]
+            return {
+                "<": np.less,
+                "<=": np.less_equal,
+                ">": np.greater,
+                ">=": np.greater_equal,
+                "==": np.equal,
+                "!=": np.not_equal,
+            }[op](left, right)
+        assert isinstance(node, ast.Call)
+        args = [run(argument) for argument in node.args]
+        if node.func.id == "where":  # as T(a) : T(b) in CUDA
+            args = [args[0], *(np.asarray(x).astype(dtype) for x in args[1:])]
+        return functions[node.func.id](*args)
+
+    with np.errstate(divide="ignore"):
+        for target, expression in parse_formula(method):
+            env[target] = run(expression)
+    return np.asarray(env["coefficient"]).astype(dtype, copy=False)
+
+
+def coefficient_matrix_numpy(eigenvalues: Any, *, method: str, num_iters: int) -> Any:
+    """``A`` for a NumPy batch of descending eigenvalues, through :func:`evaluate_numpy`.
+
+    The reference twin of the kernel's ``"coefficients"`` mode.
+    """
+    import array_api_compat.numpy as xp
+    import numpy as np
+
+    from svdpi._coefficients import eigenvalue_floor
+
+    w = np.asarray(eigenvalues)
+    n = w.shape[-1]
+    index = np.arange(n)
+    inputs = {
+        "lam_row": w[..., :, None],
+        "lam_col": w[..., None, :],
+        "row": index[:, None],
+        "col": index[None, :],
+        "lam_floor": np.asarray(eigenvalue_floor(w, xp))[..., None],
+        "eps": np.finfo(w.dtype).eps,
+        "num_iters": w.dtype.type(num_iters),
+    }
+    return evaluate_numpy(method, inputs, w.dtype)
+
+
+def coefficient_product_numpy(
+    eigenvalues: Any, b: Any, *, method: str, num_iters: int, symmetrize: bool
+) -> Any:
+    """The reference twin of the ``"product"`` / ``"symmetric_product"`` modes."""
+    import numpy as np
+
+    a = coefficient_matrix_numpy(eigenvalues, method=method, num_iters=num_iters)
+    product = np.swapaxes(a, -1, -2) * b
+    if symmetrize:
+        product = (product + np.swapaxes(product, -1, -2)) * b.dtype.type(0.5)
+    return product

@@ -1,0 +1,118 @@
+"""CuPy implementations of the core's native steps (see :mod:`svdpi._dispatch`).
+
+Imported by the core only once CuPy arrays reach svdpi. Nothing here reads
+an array value on the host: every function only enqueues work on the current
+stream, so a VJP stays asynchronous.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import array_api_compat.cupy as xp_cupy
+import numpy
+
+import cupy
+from svdpi._coefficients import eigenvalue_floor
+from svdpi._validation import check_method, check_num_iters
+
+from ._kernel_source import kernel_spec
+from ._solver_policy import choose_eigh_solver
+
+
+@functools.cache
+def _kernel(method: str, mode: str) -> cupy.ElementwiseKernel:
+    # One compiled kernel per (method, mode); CuPy caches the binary per dtype.
+    spec = kernel_spec(method, mode)
+    return cupy.ElementwiseKernel(
+        spec.in_params, spec.out_params, spec.operation, spec.name, preamble=spec.preamble
+    )
+
+
+def _launch(mode: str, eigenvalues: Any, b: Any, method: str, num_iters: int) -> Any:
+    w = cupy.ascontiguousarray(eigenvalues)
+    n = w.shape[-1]
+    out_shape = (*w.shape, n)
+    floor = cupy.ascontiguousarray(eigenvalue_floor(w, xp_cupy))  # (..., 1), on the device
+    out = cupy.empty(out_shape, dtype=w.dtype)
+    args = [w.reshape(-1), floor.reshape(-1)]
+    if b is not None:
+        args.append(cupy.ascontiguousarray(b).reshape(-1))
+    # Numbers as scalars of the array dtype, so T is decided by the arrays alone.
+    scalar = w.dtype.type
+    eps = scalar(numpy.finfo(w.dtype).eps)
+    _kernel(method, mode)(*args, n, eps, scalar(num_iters), out.reshape(-1))
+    return out
+
+
+def coefficient_product(
+    eigenvalues: Any, b: Any, *, method: str, num_iters: int, symmetrize: bool
+) -> Any:
+    """``Aᵀ ∘ b`` (symmetrised if asked) in one fused elementwise kernel, ``A`` never stored."""
+    mode = "symmetric_product" if symmetrize else "product"
+    return _launch(mode, eigenvalues, b, method, num_iters)
+
+
+def coefficient_matrix(eigenvalues: Any, *, method: str = "pi", num_iters: int = 19) -> Any:
+    """The coefficient matrix ``A`` of :func:`svdpi.eig_vjp`, computed by the fused kernel.
+
+    Equal to the core's generic computation to round-off; exposed for tests
+    and for users who want ``A`` itself.
+
+    Parameters
+    ----------
+    eigenvalues : cupy.ndarray, shape (..., n)
+        Descending eigenvalues, float32 or float64.
+    method, num_iters
+        As in :func:`svdpi.eig_vjp`.
+
+    Returns
+    -------
+    cupy.ndarray, shape (..., n, n)
+    """
+    check_method(method)
+    num_iters = check_num_iters(num_iters)
+    if not isinstance(eigenvalues, cupy.ndarray):
+        raise TypeError(f"eigenvalues must be a cupy.ndarray, got {type(eigenvalues).__name__}")
+    if eigenvalues.dtype not in (cupy.float32, cupy.float64):
+        raise TypeError(f"eigenvalues must be float32 or float64, got {eigenvalues.dtype}")
+    if eigenvalues.ndim < 1 or eigenvalues.shape[-1] < 1:
+        raise ValueError(
+            f"eigenvalues must have shape (..., n) with n >= 1, got {eigenvalues.shape}"
+        )
+    return _launch("coefficients", eigenvalues, None, method, num_iters)
+
+
+def eigh(a: Any) -> tuple[Any, Any]:
+    """``cupy.linalg.eigh`` through the solver :func:`choose_eigh_solver` picks (ascending)."""
+    *batch_shape, n, _ = a.shape
+    batch_size = math.prod(batch_shape)
+    solver = choose_eigh_solver(batch_size, n)
+    return solve_eigh(a, solver)
+
+
+def solve_eigh(a: Any, solver: str) -> tuple[Any, Any]:
+    """Eigenpairs of the symmetric batch ``a`` (..., n, n) with the named solver, ascending."""
+    *batch_shape, n, _ = a.shape
+    batch_size = math.prod(batch_shape)
+    if batch_size == 0:
+        return cupy.linalg.eigh(a)
+    stacked = a.reshape(batch_size, n, n)
+    if solver == "syevd":
+        if batch_size != 1:
+            raise ValueError(f"syevd solves one matrix, got a batch of {batch_size}")
+        w, v = cupy.linalg.eigh(stacked[0])  # 2-D input: cuSOLVER syevd
+    elif solver == "syevj_batched":
+        w, v = cupy.linalg.eigh(stacked)  # 3-D input: cuSOLVER syevjBatched
+    elif solver == "syevd_loop":
+        w = cupy.empty((batch_size, n), dtype=a.dtype)
+        v = cupy.empty((batch_size, n, n), dtype=a.dtype)
+        # A loop of solver launches (no host synchronisation): used only for a
+        # few large matrices, where each syevd call is long.
+        for index in range(batch_size):
+            w[index], v[index] = cupy.linalg.eigh(stacked[index])
+    else:
+        raise ValueError(f"unknown solver {solver!r}")
+    return w.reshape(*batch_shape, n), v.reshape(*batch_shape, n, n)

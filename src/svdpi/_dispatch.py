@@ -1,0 +1,60 @@
+"""Native fast paths for particular array libraries, found without importing them.
+
+The core is written once against the array API standard. An adapter may
+provide faster implementations of a few internal steps for its own library
+(a fused CUDA kernel, a better eigensolver). The core asks for them by name
+at call time with :func:`native`, keyed on the namespace of arrays it already
+holds, so ``import svdpi`` never imports CuPy: the provider module is
+imported only once an array of that library has reached svdpi.
+
+The steps, with the contract every provider must meet (same results as the
+generic code, to round-off):
+
+``eigh(a) -> (eigenvalues, eigenvectors)``
+    Like ``xp.linalg.eigh`` on symmetric ``a`` (ascending eigenvalues).
+``coefficient_product(eigenvalues, b, *, method, num_iters, symmetrize)``
+    ``Aᵀ ∘ b`` for the coefficient matrix ``A`` of
+    :func:`svdpi._coefficients.coefficient_matrix`, symmetrised as
+    ``(P + Pᵀ) / 2`` when ``symmetrize`` is true.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from array_api_compat import is_cupy_namespace
+
+# (is this namespace the provider's?, module defining the steps). The module is
+# imported lazily: only a namespace that matched can have its library loaded.
+PROVIDERS: tuple[tuple[Callable[[Any], bool], str], ...] = (
+    (is_cupy_namespace, "svdpi.cupy._native"),
+)
+
+_enabled: ContextVar[bool] = ContextVar("svdpi_native_paths", default=True)
+
+
+def native(xp: Any, name: str) -> Callable[..., Any] | None:
+    """The provider's implementation of step ``name`` for namespace ``xp``, or ``None``."""
+    if not _enabled.get():
+        return None
+    for matches, module_name in PROVIDERS:
+        if matches(xp):
+            return getattr(importlib.import_module(module_name), name, None)
+    return None
+
+
+@contextmanager
+def native_paths(enabled: bool) -> Iterator[None]:
+    """Turn the native fast paths off (or back on) inside a ``with`` block.
+
+    For benchmarks and tests that compare a fast path with the generic code.
+    """
+    token = _enabled.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _enabled.reset(token)

@@ -1,0 +1,154 @@
+"""The device check (benchmarks/gpu_check.sh, gpu_check.py) in its CPU mode.
+
+So the one GPU run a session gets does not fail on a typo: every table is
+built here with NumPy / PyTorch on the CPU, the wrapper's staging of the
+package is exercised, and the CUDA-event timer runs on fake events.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("SVDPI_IN_DEVICE_CHECK") == "1",
+    reason="already inside benchmarks/gpu_check.sh",
+)
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    """benchmarks/gpu_check.py and _timing.py as modules (they import each other by name)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    modules = {}
+    for name in ("_timing", "gpu_check"):
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, name, module)
+        spec.loader.exec_module(module)
+        modules[name] = module
+    return modules
+
+
+class _HostEvent:
+    """Stands in for a CUDA event: records the host clock."""
+
+    def record(self):
+        self.at = time.perf_counter()
+
+    def synchronize(self):
+        pass
+
+
+def test_event_timer_measures_and_ranks(bench, monkeypatch):
+    timing = bench["_timing"]
+    monkeypatch.setattr(
+        timing, "cuda_events", lambda library: (_HostEvent, lambda s, e: e.at - s.at)
+    )
+    synced = []
+    times = timing.time_side_by_side_cuda(
+        {"fast": lambda: None, "slow": lambda: time.sleep(0.002)},
+        rounds=3,
+        min_seconds=0.004,
+        sync=lambda: synced.append(1),
+    )
+    assert set(times) == {"fast", "slow"}
+    assert 0 <= times["fast"] < times["slow"]
+    assert 0.0015 < times["slow"] < 0.05
+    assert synced  # the device is waited for around every measurement
+
+
+def test_cuda_events_rejects_an_unknown_library(bench):
+    with pytest.raises(ValueError, match="library must be"):
+        bench["_timing"].cuda_events("jax")
+
+
+@pytest.fixture
+def fake_zca_layer(monkeypatch):
+    torch = pytest.importorskip("torch")
+    import svdpi.torch
+
+    class FakeZCA(torch.nn.Module):
+        """The constructor of svdpi.torch.ZCAWhitening, BatchNorm's maths."""
+
+        def __init__(self, num_features, num_groups=1):
+            super().__init__()
+            assert num_features % num_groups == 0
+            self.norm = torch.nn.BatchNorm2d(num_features)
+
+        def forward(self, x):
+            return self.norm(x)
+
+    if not hasattr(svdpi.torch, "ZCAWhitening"):
+        monkeypatch.setattr(svdpi.torch, "ZCAWhitening", FakeZCA, raising=False)
+
+
+def test_cpu_mode_writes_every_table(bench, tmp_path, capsys, fake_zca_layer):
+    assert bench["gpu_check"].main(["--device", "cpu", "--quick", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "gpu_check.md").read_text()
+    assert text == capsys.readouterr().out.split("written:")[0]
+    assert "CPU only" in text
+    assert "not GPU numbers" in text
+    for heading in (
+        "### eig forward + VJP (and forward only)",
+        "### eig_vjp alone (NumPy)",
+        "### ZCA whitening layer vs BatchNorm2d, forward + backward",
+    ):
+        assert heading in text
+    assert "| 8 × 4 |" in text
+    assert "| 2 × 16 |" in text
+    assert "svdpi NumPy fwd+VJP" in text
+    assert "torch eigh fwd+bwd" in text
+    assert "ZCA d=4" in text
+    assert "ZCA d=16" in text
+    assert "CuPy eigensolver table skipped: --device cpu" in text
+
+
+def test_dry_run_lists_the_plan(bench, tmp_path, capsys):
+    assert bench["gpu_check"].main(["--device", "cpu", "--dry-run", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "gpu_check_plan.md").read_text()
+    assert "dry run: nothing timed" in text
+    for shape in ("512 × 4", "512 × 32", "64 × 64", "1 × 512"):
+        assert f"- {shape}: svdpi NumPy fwd+VJP" in text
+    assert "ZCA input (128, 64, 32, 32)" in text
+
+
+def test_cuda_mode_without_a_gpu_explains(bench, capsys):
+    env = bench["gpu_check"].detect("cuda")
+    if env.cupy is not None or env.torch is not None:
+        pytest.skip("a CUDA device is present")
+    assert bench["gpu_check"].main(["--device", "cuda", "--dry-run"]) == 2
+    assert "use --device cpu" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_wrapper_stages_the_package_and_runs(tmp_path):
+    script = BENCHMARKS / "gpu_check.sh"
+    assert os.access(script, os.X_OK)
+    syntax = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert syntax.returncode == 0, syntax.stderr
+    env = {**os.environ, "PYTHON": sys.executable}
+    env.pop("OUT", None)
+    result = subprocess.run(
+        [str(script), "--skip-tests", str(tmp_path), "--device", "cpu", "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # svdpi came from the staged copy, not from the checkout or an installation.
+    location = next(line for line in result.stdout.splitlines() if line.startswith("svdpi from"))
+    assert "/pkg/svdpi/__init__.py" in location
+    assert (tmp_path / "gpu_check_plan.md").exists()
