@@ -319,6 +319,10 @@ def test_bad_input():
         layer(torch.randn(1, 8))
     with pytest.raises(TypeError, match="floating"):
         layer(torch.ones(4, 8, dtype=torch.int64))
+    bad = torch.randn(4, 8, 3)
+    bad[1, 2, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        layer(bad)
     layer.eval()
     assert layer(torch.randn(1, 8)).shape == (1, 8)  # one sample is fine in evaluation
 
