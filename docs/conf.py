@@ -48,6 +48,8 @@ if ONLINE:
 nitpick_ignore_regex = [
     (r"py:.*", r"(numpy|torch|cupy|cupyx|array_api|array_api_compat|typing|collections)(\..*)?"),
     (r"py:.*", r"(Any|optional|array|None)"),
+    # Private modules named in docstrings (not part of the API reference).
+    (r"py:.*", r"svdpi(\.\w+)?\._\w+(\..*)?"),
 ]
 
 templates_path = ["_templates"]

@@ -403,11 +403,12 @@ def plot(rows: Sequence[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     sizes = sorted({row["d"] for row in rows})
+    methods = [m for m in METHODS if any(row["method"] == m for row in rows)]
     fig, (ax_div, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
-    width = 0.8 / len(METHODS)
-    for k, method in enumerate(METHODS):
+    width = 0.8 / len(methods)
+    for k, method in enumerate(methods):
         by_d = {row["d"]: row for row in rows if row["method"] == method}
-        xs = [i + (k - (len(METHODS) - 1) / 2) * width for i in range(len(sizes))]
+        xs = [i + (k - (len(methods) - 1) / 2) * width for i in range(len(sizes))]
         fractions = [100 * by_d[d]["diverged_fraction"] if d in by_d else 0 for d in sizes]
         ax_div.bar(xs, fractions, width, label=method)
         means = [by_d.get(d, {}).get("accuracy_mean") for d in sizes]
