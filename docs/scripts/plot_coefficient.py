@@ -4,7 +4,8 @@ For a pair ``λ_j >= λ_m`` with ratio ``r = λ_m / λ_j``, plots ``λ_j · |A_j
 from svdpi's own coefficient matrix (above the diagonal, ``S_T(r)``; the
 entry below is ``S_{T−1}(r)``), the classical ``λ_j / (λ_j − λ_m) = 1 / (1 − r)``
 and the Taylor variant with ``K = 9``. Run by the documentation build
-(matplotlib's plot directive); also ``python docs/scripts/plot_coefficient.py``.
+(matplotlib's plot directive, which saves the figure; it runs scripts in
+their own folder as ``__main__``, so this one writes no file itself).
 """
 
 from __future__ import annotations
@@ -44,6 +45,3 @@ for ax in (left, right):
     ax.grid(True, which="both", alpha=0.3)
 left.set_ylabel(r"coefficient $\times\ \lambda_{\mathrm{large}}$")
 right.legend(loc="upper left", fontsize="small")
-
-if __name__ == "__main__":
-    fig.savefig("coefficient.png", dpi=110)
