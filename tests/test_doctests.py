@@ -50,6 +50,9 @@ def _doctests() -> list:
 DOCTESTS = _doctests()
 
 
+# torch.func.jvp loads torch's forward-AD decompositions, which call the
+# deprecated torch.jit.script (a warning from inside torch, not from svdpi).
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 @pytest.mark.parametrize("test", DOCTESTS, ids=[t.name for t in DOCTESTS])
 def test_docstring_example(test):
     runner = doctest.DocTestRunner(optionflags=FLAGS)
