@@ -1,9 +1,23 @@
-"""PyTorch adapter: autograd for svdpi's eigendecomposition.
+"""PyTorch adapter: autograd for svdpi's eigendecomposition, and the paper's layers.
 
 ``svdpi.torch.eig`` returns exact eigenpairs whose backward pass is the
 power-iteration gradient computed by the framework-agnostic core.
+:class:`ZCAWhitening` and :class:`PCADenoising` are the whitening layers of
+the paper, drop-in replacements for a BatchNorm layer;
+:class:`SyncZCAWhitening` / :class:`SyncPCADenoising` (or
+:func:`convert_sync_whitening`) compute their statistics over all processes
+of a distributed job.
 """
 
 from ._eig import eig
+from ._sync import SyncPCADenoising, SyncZCAWhitening, convert_sync_whitening
+from ._whitening import PCADenoising, ZCAWhitening
 
-__all__ = ["eig"]
+__all__ = [
+    "PCADenoising",
+    "SyncPCADenoising",
+    "SyncZCAWhitening",
+    "ZCAWhitening",
+    "convert_sync_whitening",
+    "eig",
+]

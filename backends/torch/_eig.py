@@ -1,4 +1,4 @@
-"""PyTorch autograd for :func:`svdpi.eig`: exact forward, SVD-PI backward from the core."""
+"""PyTorch autograd for :func:`svdpi.eig`: exact forward, SVD-PI derivatives from the core."""
 
 from __future__ import annotations
 
@@ -6,22 +6,35 @@ import array_api_compat.torch as xp_torch
 
 import svdpi
 import torch
-from svdpi._validation import check_method, check_num_iters
+from svdpi._validation import check_floating, check_method, check_num_iters, check_square
 
 
-class _Eig(torch.autograd.Function):
-    """Forward: the core's exact ``eig``; backward: the core's ``eig_vjp``."""
+class _EigReverse(torch.autograd.Function):
+    """Forward: the core's exact ``eig``; backward: ``eig_vjp``.
+
+    Every method is written with torch operations only, so torch.func builds
+    the vmap rule itself (``generate_vmap_rule``). This class has no ``jvp``
+    because dynamo cannot trace a Function that defines one: it is the one
+    ``eig`` uses while ``torch.compile`` traces.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(a, method, num_iters):
-        # The finiteness check happens in svdpi.torch.eig, outside the Function.
-        return tuple(svdpi.eig(a, check_finite=False, xp=xp_torch))
+        # The same operations as svdpi.eig(a, check_finite=False, xp=...), written
+        # out: the core's namespace test (array-api-compat's lru_cache-wrapped
+        # is_numpy_namespace) makes dynamo warn while compiling. The finiteness
+        # check happens in svdpi.torch.eig, outside the Function.
+        eigenvalues, eigenvectors = torch.linalg.eigh((a + a.mT) * 0.5)
+        return eigenvalues.flip(-1), eigenvectors.flip(-1)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         _, method, num_iters = inputs
         eigenvalues, eigenvectors = output
         ctx.save_for_backward(eigenvalues, eigenvectors)
+        ctx.save_for_forward(eigenvalues, eigenvectors)
         ctx.method = method
         ctx.num_iters = num_iters
         # Unused outputs arrive as None rather than as zero tensors to multiply.
@@ -30,16 +43,90 @@ class _Eig(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_eigenvalues, grad_eigenvectors):
         eigenvalues, eigenvectors = ctx.saved_tensors
-        grad_a = svdpi.eig_vjp(
+        grad_a = _EigVjp.apply(
             eigenvalues,
             eigenvectors,
             grad_eigenvalues,
             grad_eigenvectors,
-            method=ctx.method,
-            num_iters=ctx.num_iters,
-            xp=xp_torch,
+            ctx.method,
+            ctx.num_iters,
         )
         return grad_a, None, None
+
+
+class _Eig(_EigReverse):
+    """:class:`_EigReverse` plus forward mode (``eig_jvp``) for ``torch.func.jvp``/``jacfwd``."""
+
+    @staticmethod
+    def jvp(ctx, tangent_a, _tangent_method, _tangent_num_iters):
+        eigenvalues, eigenvectors = ctx.saved_tensors
+        return _EigJvp.apply(eigenvalues, eigenvectors, tangent_a, ctx.method, ctx.num_iters)
+
+
+_NO_SECOND_ORDER = (
+    "svdpi.torch.eig is differentiable once: differentiating its derivative again "
+    "(double backward, create_graph=True, torch.func.hessian, jacfwd(jacrev(...))) is "
+    "not supported. The power-iteration gradient is a truncated series in the eigenvalue "
+    "ratios whose own derivative svdpi does not define, and autograd through the formula "
+    "would be wrong at repeated eigenvalues."
+)
+
+
+class _FirstOrderOnly(torch.autograd.Function):
+    """A derivative of ``eig`` as a Function whose own derivatives raise.
+
+    Without it autograd (or forward-mode AD) would differentiate the torch
+    operations of ``eig_vjp`` / ``eig_jvp`` and silently return a wrong second
+    derivative at equal eigenvalues (the ``where`` that handles the ratio-1
+    lanes of the geometric series has a zero derivative there).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(_NO_SECOND_ORDER)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        raise RuntimeError(_NO_SECOND_ORDER)
+
+
+class _EigVjp(_FirstOrderOnly):
+    @staticmethod
+    def forward(eigenvalues, eigenvectors, grad_eigenvalues, grad_eigenvectors, method, num_iters):
+        return svdpi.eig_vjp(
+            eigenvalues,
+            eigenvectors,
+            grad_eigenvalues,
+            grad_eigenvectors,
+            method=method,
+            num_iters=num_iters,
+            xp=xp_torch,
+        )
+
+
+class _EigJvp(_FirstOrderOnly):
+    @staticmethod
+    def forward(eigenvalues, eigenvectors, tangent_a, method, num_iters):
+        return svdpi.eig_jvp(
+            eigenvalues, eigenvectors, tangent_a, method=method, num_iters=num_iters, xp=xp_torch
+        )
+
+
+def _can_read_values() -> bool:
+    """Whether a tensor's values may be read on the host here.
+
+    Not while torch.compile traces (it would graph-break) and not under a
+    torch.func transform (vmap forbids data-dependent Python control flow).
+    """
+    if torch.compiler.is_compiling():
+        return False
+    return not torch._C._are_functorch_transforms_active()
 
 
 def eig(
@@ -50,7 +137,7 @@ def eig(
     The forward values are those of :func:`svdpi.eig` (exact); the gradient is
     :func:`svdpi.eig_vjp` with the given ``method``: by default the gradient
     of the paper's power iteration with deflation, finite for equal
-    eigenvalues.
+    eigenvalues. Forward mode uses :func:`svdpi.eig_jvp`, its exact transpose.
 
     Parameters
     ----------
@@ -63,11 +150,37 @@ def eig(
         Power-iteration steps (``"pi"``) or highest power kept (``"taylor"``).
     check_finite : bool, default True
         Raise ``ValueError`` on NaN/inf entries (one host synchronisation).
+        The check is skipped while ``torch.compile`` traces and under
+        ``torch.func`` transforms, where values cannot be read on the host.
 
     Returns
     -------
     svdpi.EigResult
         ``(eigenvalues, eigenvectors)``, eigenvalues descending.
+
+    Notes
+    -----
+    Transforms: reverse mode (``backward``, ``torch.func.grad``, ``vjp``,
+    ``jacrev``), forward mode (``torch.func.jvp``, ``jacfwd``) and
+    ``torch.func.vmap`` are supported. Second derivatives are not: the
+    derivatives are themselves autograd Functions whose backward and forward
+    mode raise ``RuntimeError``, so a double backward, ``torch.func.hessian``
+    or ``jacfwd(jacrev(...))`` fail loudly rather than return a second
+    derivative that is wrong at repeated eigenvalues.
+
+    ``torch.compile``: a function calling ``eig`` compiles without a graph
+    break (``fullgraph=True`` works) and its backward is compiled from the
+    same torch operations. Dynamo cannot trace an autograd.Function that
+    defines forward mode, so while compiling ``eig`` uses a variant without
+    it: forward-mode AD of a compiled function is not available. When
+    ``torch.compile`` wraps a ``torch.func`` transform (``compile(vmap(grad(f)))``),
+    PyTorch would drop the custom backward and differentiate ``eigh`` itself,
+    silently returning the classical gradient (infinite for equal
+    eigenvalues); ``eig`` forces a graph break there, so such a call runs
+    eagerly and right (``fullgraph=True`` raises). ``vmap(grad(compile(f)))``
+    compiles.
+    With ``check_finite=True`` outside of compilation a NaN check still costs
+    one host synchronisation.
 
     Examples
     --------
@@ -78,17 +191,35 @@ def eig(
     >>> v[:, 1:].sum().backward()  # eigenvectors of a repeated eigenvalue
     >>> bool(torch.isfinite(a.grad).all())
     True
+
+    Forward mode and vmap:
+
+    >>> x = torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64)
+    >>> eye = torch.eye(2, dtype=x.dtype)
+    >>> _, (dw, dv) = torch.func.jvp(lambda m: tuple(svdpi.torch.eig(m)), (x,), (eye,))
+    >>> dw  # a + t·I shifts every eigenvalue by t
+    tensor([1.0000, 1.0000], dtype=torch.float64)
+    >>> torch.func.vmap(lambda m: svdpi.torch.eig(m).eigenvalues)(torch.stack([x, 2 * x]))
+    tensor([[3., 1.],
+            [6., 2.]], dtype=torch.float64)
     """
     if not isinstance(a, torch.Tensor):
         raise TypeError(f"a must be a torch.Tensor, got {type(a).__name__}")
     check_method(method)
     num_iters = check_num_iters(num_iters)
-    svdpi._validation.check_floating(a, "a", xp_torch)
-    svdpi._validation.check_square(a, "a")
-    if check_finite and not bool(torch.isfinite(a).all()):
+    check_floating(a, "a", xp_torch)
+    check_square(a, "a")
+    if check_finite and _can_read_values() and not bool(torch.isfinite(a).all()):
         raise ValueError(
             "a must contain only finite values (it has NaN or inf entries); "
             "pass check_finite=False to skip this check"
         )
-    eigenvalues, eigenvectors = _Eig.apply(a, method, num_iters)
+    if torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active():
+        # torch.compile of a torch.func transform (e.g. compile(vmap(grad(f))))
+        # would drop the custom backward and differentiate eigh itself: a wrong,
+        # possibly huge gradient. A graph break runs this call eagerly, where
+        # the transforms see the autograd.Function (fullgraph=True raises).
+        torch._dynamo.graph_break()
+    function = _EigReverse if torch.compiler.is_compiling() else _Eig
+    eigenvalues, eigenvectors = function.apply(a, method, num_iters)
     return svdpi.EigResult(eigenvalues, eigenvectors)
