@@ -166,12 +166,6 @@ def test_second_derivatives_raise():
         torch.func.jacrev(torch.func.grad(loss))(a.detach())
 
 
-# The core's array_api_compat.device(x) goes through lru_cache-wrapped type
-# checks, which dynamo traces through and warns about (see the report).
-DYNAMO_LRU_WARNING = "ignore:Dynamo detected a call to a `functools.lru_cache`:UserWarning"
-
-
-@pytest.mark.filterwarnings(DYNAMO_LRU_WARNING)
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # deprecations inside torch's inductor
 def test_compile_without_graph_break():
     a = _spd(4, 11, batch=(2,), spectrum=[2.0, 1.0, 1.0, 0.5])
@@ -190,7 +184,6 @@ def test_compile_without_graph_break():
     assert_close(x1.grad, x2.grad, rtol=1e-13)
 
 
-@pytest.mark.filterwarnings(DYNAMO_LRU_WARNING)
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 @pytest.mark.filterwarnings("ignore::UserWarning")  # dynamo's graph-break notice
 def test_compile_around_torch_func_keeps_the_pi_gradient():

@@ -16,7 +16,6 @@ from ._helpers import assert_close  # noqa: E402
 from .paper_layers import paper_pca, paper_zca  # noqa: E402
 
 SHAPES = [(40, 8), (12, 8, 5), (6, 8, 3, 4), (3, 8, 2, 3, 4)]
-DYNAMO_LRU_WARNING = "ignore:Dynamo detected a call to a `functools.lru_cache`:UserWarning"
 
 
 def _input(shape, seed=0, dtype=torch.float64):
@@ -272,7 +271,6 @@ def test_dtypes_and_autocast():
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings(DYNAMO_LRU_WARNING)
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # deprecations inside torch's inductor
 def test_compiled_network():
     torch.manual_seed(0)

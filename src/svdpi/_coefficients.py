@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import device
+from ._compat import array_device
 
 
 def eigenvalue_floor(eigenvalues: Any, xp: Any) -> Any:
@@ -43,7 +43,9 @@ def eigenvalue_floor(eigenvalues: Any, xp: Any) -> Any:
     # maximum, not clip: array-api-compat's clip for CuPy assigns through a
     # boolean mask, which reads a count on the host (a GPU synchronisation).
     least = xp.asarray(
-        finfo.smallest_normal / finfo.eps, dtype=eigenvalues.dtype, device=device(eigenvalues)
+        finfo.smallest_normal / finfo.eps,
+        dtype=eigenvalues.dtype,
+        device=array_device(eigenvalues),
     )
     return xp.maximum(scale * (n * finfo.eps), least)
 
@@ -65,7 +67,7 @@ def geometric_sum(log_ratio: Any, terms: Any, xp: Any) -> Any:
     and costs one elementwise operation.
     """
     eps = xp.finfo(log_ratio.dtype).eps
-    cap = xp.asarray(-(eps * eps), dtype=log_ratio.dtype, device=device(log_ratio))
+    cap = xp.asarray(-(eps * eps), dtype=log_ratio.dtype, device=array_device(log_ratio))
     log_ratio = xp.minimum(log_ratio, cap)  # not clip: see eigenvalue_floor
     return xp.expm1(terms * log_ratio) / xp.expm1(log_ratio)
 
@@ -77,7 +79,7 @@ def coefficient_matrix(eigenvalues: Any, *, method: str, num_iters: int, xp: Any
     """
     dtype = eigenvalues.dtype
     n = eigenvalues.shape[-1]
-    index = xp.arange(n, device=device(eigenvalues))
+    index = xp.arange(n, device=array_device(eigenvalues))
     upper = xp.astype(index[:, None] < index[None, :], dtype)  # j < m: λ_j is the larger
     sign = upper - xp.matrix_transpose(upper)  # +1 above, -1 below, 0 on the diagonal
 
