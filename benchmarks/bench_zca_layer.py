@@ -82,7 +82,10 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
     parser.add_argument("--no-loop", action="store_true", help="skip the paper's loop layer")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     rounds, min_run_time = (2, 0.2) if args.quick else (5, 0.4)
     paper_layers = _load_paper_layers()

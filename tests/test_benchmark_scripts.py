@@ -40,6 +40,17 @@ def bench(monkeypatch):
     return modules
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Timing runs with one PyTorch thread: on a busy 2-core CI machine, two
+    OpenMP threads make tiny batched matmuls a thousand times slower."""
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class _HostEvent:
     """Stands in for a CUDA event: records the host clock."""
 
@@ -93,7 +104,7 @@ def fake_zca_layer(monkeypatch):
         monkeypatch.setattr(svdpi.torch, "ZCAWhitening", FakeZCA, raising=False)
 
 
-def test_cpu_mode_writes_every_table(bench, tmp_path, capsys, fake_zca_layer):
+def test_cpu_mode_writes_every_table(bench, tmp_path, capsys, fake_zca_layer, one_torch_thread):
     assert bench["gpu_check"].main(["--device", "cpu", "--quick", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "gpu_check.md").read_text()
     assert text == capsys.readouterr().out.split("written:")[0]
@@ -152,3 +163,76 @@ def test_wrapper_stages_the_package_and_runs(tmp_path):
     location = next(line for line in result.stdout.splitlines() if line.startswith("svdpi from"))
     assert "/pkg/svdpi/__init__.py" in location
     assert (tmp_path / "gpu_check_plan.md").exists()
+
+
+def test_cuda_tables_with_stand_ins(bench, tmp_path, monkeypatch, one_torch_thread):
+    """The CUDA-only code paths (CuPy rows, solver table, VJP target) on CPU stand-ins.
+
+    A NumPy-backed `cupy` and PyTorch on the CPU play the GPU libraries; the
+    CUDA-event timer is replaced by the wall-clock one. Only the plumbing is
+    checked: these are not GPU numbers.
+    """
+    import types
+
+    import array_api_compat.numpy as xp_numpy
+    import numpy as np
+
+    torch = pytest.importorskip("torch")
+    gpu_check, timing = bench["gpu_check"], bench["_timing"]
+    fake = types.ModuleType("cupy")
+    fake.__version__ = "stand-in"
+    fake.asarray = np.asarray
+    fake.ndarray = np.ndarray
+    fake.ascontiguousarray, fake.empty = np.ascontiguousarray, np.empty
+    fake.float32, fake.float64 = np.float32, np.float64
+    fake.linalg = types.SimpleNamespace(eigh=np.linalg.eigh)
+    fake.ElementwiseKernel = None  # not reached: NumPy arrays take the generic path
+    before = {name for name in sys.modules if name.startswith("svdpi.cupy")}
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setitem(sys.modules, "array_api_compat.cupy", xp_numpy)
+
+    def detect(device):
+        env = gpu_check.Environment(device="cuda", cupy=fake, torch=torch, torch_device="cpu")
+        env.description = "stand-ins"
+        return env
+
+    monkeypatch.setattr(gpu_check, "detect", detect)
+    monkeypatch.setattr(
+        gpu_check,
+        "time_side_by_side_cuda",
+        lambda candidates, library, rounds, sync: timing.time_side_by_side(
+            candidates, rounds=rounds
+        ),
+    )
+    monkeypatch.setattr(gpu_check, "QUICK_SHAPES", [(1, 8), (3, 8), (4, 40)])
+    monkeypatch.setattr(gpu_check, "zca_candidates", lambda env, shape, dtype: ({}, "not here"))
+    monkeypatch.setattr(gpu_check, "VJP_TARGET_SHAPE", (3, 8))
+    try:
+        assert gpu_check.main(["--quick", "--out", str(tmp_path)]) == 0
+    finally:
+        for name in [name for name in sys.modules if name.startswith("svdpi.cupy")]:
+            if name not in before:
+                del sys.modules[name]
+        import svdpi
+
+        if "svdpi.cupy" not in before and hasattr(svdpi, "cupy"):
+            delattr(svdpi, "cupy")
+    text = (tmp_path / "gpu_check.md").read_text()
+    for fragment in (
+        "svdpi CuPy fwd+VJP",
+        "svdpi CuPy generic fwd+VJP",
+        "cupy.linalg.eigh fwd",
+        "### eig_vjp alone (CuPy)",
+        "eig_vjp fused",
+        "target eig_vjp 3 × 8 < 0.5 ms:",
+        "### CuPy eigensolvers (forward only)",
+        "- 1 × 8: fastest ",  # which one is fastest is the measurement, not checked here
+        ", policy picks syevd: ",
+        "- 3 × 8: fastest ",
+        "- 4 × 40: fastest ",
+        ", policy picks syevd_loop: ",
+        "SYEVJ_BATCHED_MAX_N = 32",
+        "ZCA vs BatchNorm2d skipped: not here",
+    ):
+        assert fragment in text, fragment
+    assert "| 4 × 40 |" in text

@@ -212,21 +212,21 @@ def test_the_reference_twin_as_a_provider_gives_the_core_gradients(monkeypatch):
 
 def test_generated_source_has_the_formula():
     pi = kernel_source.cuda_preamble("pi")
-    assert "template <typename T>\n__device__ T svdpi_coefficient_pi(" in pi
+    assert "template <typename Real>\n__device__ Real svdpi_coefficient_pi(" in pi
     for fragment in (
         "log1p(",
         "expm1(",
         "fabs((lr - lc))",
-        "svdpi_maximum<T>(lam_row, lam_floor)",
-        "svdpi_minimum<T>(",  # the cap of log r at -eps²
+        "svdpi_maximum<Real>(lam_row, lam_floor)",
+        "svdpi_minimum<Real>(",  # the cap of log r at -eps²
         "(-(eps * eps))",
-        "const T upper = ((row < col) ? T(T(1)) : T(T(0)));",
-        "const T terms = (upper + num_iters);",  # T + 1 terms above the diagonal, T below
+        "const Real upper = ((row < col) ? Real(Real(1)) : Real(Real(0)));",
+        "const Real terms = (upper + num_iters);",  # T + 1 terms above the diagonal, T below
         "return coefficient;",
     ):
         assert fragment in pi, fragment
     taylor = kernel_source.cuda_preamble("taylor")
-    assert "const T terms = (num_iters + T(1));" in taylor
+    assert "const Real terms = (num_iters + Real(1));" in taylor
     analytic = kernel_source.cuda_preamble("analytic")
     assert "(lam_row - lam_col)" in analytic
     assert "log1p" not in analytic.split("svdpi_coefficient_analytic")[1]
@@ -291,6 +291,7 @@ def _host_program():
         "#include <limits>",
         "#include <vector>",
         "#define __device__",  # the device functions become host functions
+        "typedef float T;",  # as CuPy declares its type placeholders, before the preamble
         "using std::expm1;",
         "using std::log1p;",
         kernel_source.CUDA_HELPERS,

@@ -117,3 +117,13 @@ def test_eig_uses_native_eigh_for_a_provided_namespace(monkeypatch, fake_provide
     w, _ = svdpi.eig(a)
     assert fake_provider.calls == [("eigh",)]
     assert bool(xp.all(w[:-1] >= w[1:]))  # still flipped to descending by the core
+
+
+@pytest.mark.parametrize("name", ["cupy", "array_api_compat.cupy", "numpy", "torch"])
+def test_cupy_namespace_test_agrees_with_array_api_compat(name):
+    """svdpi's own (dynamo-friendly) CuPy namespace test says what array-api-compat says."""
+    import array_api_compat
+
+    namespace = types.ModuleType(name)
+    assert _dispatch._is_cupy_namespace(namespace) == array_api_compat.is_cupy_namespace(namespace)
+    assert not _dispatch._is_cupy_namespace(object())  # no __name__: not CuPy

@@ -16,7 +16,6 @@ from ._helpers import assert_close  # noqa: E402
 from .paper_layers import paper_pca, paper_zca  # noqa: E402
 
 SHAPES = [(40, 8), (12, 8, 5), (6, 8, 3, 4), (3, 8, 2, 3, 4)]
-DYNAMO_LRU_WARNING = "ignore:Dynamo detected a call to a `functools.lru_cache`:UserWarning"
 
 
 def _input(shape, seed=0, dtype=torch.float64):
@@ -272,7 +271,6 @@ def test_dtypes_and_autocast():
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings(DYNAMO_LRU_WARNING)
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # deprecations inside torch's inductor
 def test_compiled_network():
     torch.manual_seed(0)
@@ -335,3 +333,25 @@ def test_docstring_examples():
         result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
         assert result.failed == 0, name
     assert svdpi.torch.__all__ == sorted(svdpi.torch.__all__)
+
+
+def test_memory_formats_and_functional_grad():
+    layer = svdpi.torch.ZCAWhitening(8, num_groups=2, dtype=torch.float64)
+    x = _input((6, 8, 3, 4))
+    y = layer(x)
+    # A channels_last (or any strided) input gives the same result.
+    channels_last = x.contiguous(memory_format=torch.channels_last)
+    assert_close(layer(channels_last), y, rtol=1e-13)
+    assert_close(layer(x.transpose(2, 3).contiguous().transpose(2, 3)), y, rtol=1e-13)
+    # torch.func.grad through the layer's autograd Functions equals backward
+    # (the running statistics, updated in place, are passed in as with BatchNorm).
+    params = dict(layer.named_parameters())
+
+    def loss(t, buffers):
+        out = torch.func.functional_call(layer, (params, buffers), (t,))
+        return (out**3).sum()
+
+    grad = torch.func.grad(loss)(x, {k: v.clone() for k, v in layer.named_buffers()})
+    x_ = x.clone().requires_grad_(True)
+    (layer(x_) ** 3).sum().backward()
+    assert_close(grad, x_.grad, rtol=1e-12)

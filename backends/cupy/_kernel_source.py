@@ -138,10 +138,14 @@ _OPERATORS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 
 # --- CUDA --------------------------------------------------------------------
 
+# The device functions are templates on `Real`, not `T`: CuPy declares the
+# kernel's type placeholders (`typedef float T;`) at file scope, before the preamble.
 CUDA_HELPERS = """\
 // NaN-propagating maximum / minimum, like numpy.maximum / cupy.maximum.
-template <typename T> __device__ T svdpi_maximum(T a, T b) { return (a != a || a > b) ? a : b; }
-template <typename T> __device__ T svdpi_minimum(T a, T b) { return (a != a || a < b) ? a : b; }
+template <typename Real>
+__device__ Real svdpi_maximum(Real a, Real b) { return (a != a || a > b) ? a : b; }
+template <typename Real>
+__device__ Real svdpi_minimum(Real a, Real b) { return (a != a || a < b) ? a : b; }
 """
 
 
@@ -149,7 +153,7 @@ def _to_c(node: ast.expr) -> str:
     if isinstance(node, ast.Name):
         return node.id
     if isinstance(node, ast.Constant):
-        return f"T({node.value!r})"
+        return f"Real({node.value!r})"
     if isinstance(node, ast.BinOp):
         return f"({_to_c(node.left)} {_OPERATORS[type(node.op)]} {_to_c(node.right)})"
     if isinstance(node, ast.UnaryOp):
@@ -161,9 +165,9 @@ def _to_c(node: ast.expr) -> str:
     args = [_to_c(argument) for argument in node.args]
     name = node.func.id
     if name == "where":
-        return f"({args[0]} ? T({args[1]}) : T({args[2]}))"
+        return f"({args[0]} ? Real({args[1]}) : Real({args[2]}))"
     if name in ("maximum", "minimum"):
-        return f"svdpi_{name}<T>({args[0]}, {args[1]})"
+        return f"svdpi_{name}<Real>({args[0]}, {args[1]})"
     if name == "abs":
         return f"fabs({args[0]})"
     return f"{name}({args[0]})"
@@ -178,7 +182,7 @@ def device_function_name(method: str) -> str:
 
 
 def cuda_device_function(method: str) -> str:
-    """``template <typename T> __device__ T svdpi_coefficient_<method>(...)``: ``A[row, col]``."""
+    """The CUDA device function computing one entry ``A[row, col]`` for ``method``."""
     booleans: set[str] = set()
     lines = []
     for target, expression in parse_formula(method):
@@ -186,13 +190,13 @@ def cuda_device_function(method: str) -> str:
             booleans.add(target)
             ctype = "bool"
         else:
-            ctype = "T"
+            ctype = "Real"
         lines.append(f"    const {ctype} {target} = {_to_c(expression)};")
     body = "\n".join(lines)
     return (
-        f"template <typename T>\n__device__ T {device_function_name(method)}(\n"
-        "    const T lam_row, const T lam_col, const ptrdiff_t row, const ptrdiff_t col,\n"
-        "    const T lam_floor, const T eps, const T num_iters) {\n"
+        f"template <typename Real>\n__device__ Real {device_function_name(method)}(\n"
+        "    const Real lam_row, const Real lam_col, const ptrdiff_t row, const ptrdiff_t col,\n"
+        "    const Real lam_floor, const Real eps, const Real num_iters) {\n"
         f"{body}\n    return coefficient;\n}}\n"
     )
 
@@ -261,7 +265,7 @@ def kernel_spec(method: str, mode: str) -> KernelSpec:
 def evaluate_numpy(method: str, inputs: dict[str, Any], dtype: Any) -> Any:
     """Run the formula of ``method`` with NumPy on broadcastable ``inputs``.
 
-    Constants are made ``dtype`` scalars, as ``T(...)`` in the CUDA source.
+    Constants are made ``dtype`` scalars, as ``Real(...)`` in the CUDA source.
     Division by zero (``"analytic"`` with equal eigenvalues) gives ``inf``
     silently, as on the GPU.
     """

@@ -10,8 +10,8 @@ statistics and the product in as few passes as the maths allows:
 
 - :class:`GroupMoments`: mean, centred input and covariance (two reductions
   and one subtraction); backward ``g_x = g_x̃ + (g_μ − Σ g_x̃)/M + S x̃``
-  with ``S = (G_Σ + G_Σᵀ)/M``: one addition and one batched product
-  accumulated in place.
+  with ``S = (G_Σ + G_Σᵀ)/M``: an addition and a batched product, both
+  accumulated in place into the incoming gradient.
 - :class:`GroupAffine`: ``y = A x̃ + b`` as one batched ``baddbmm``;
   backward ``g_x̃ = Aᵀ g_y``, ``g_A = Σ g_y x̃ᵀ``, ``g_b = Σ g_y``.
 
@@ -104,8 +104,13 @@ class GroupMoments(torch.autograd.Function):
         if grad_centred is None:
             grad_x = torch.matmul(sym, centred) + shift
         else:
-            # One new tensor, then the product accumulated into it in place.
-            grad_x = (grad_centred + shift).contiguous()
+            # x̃ has one consumer, GroupAffine, whose backward returns a fresh
+            # tensor nobody else holds: accumulate into it in place rather
+            # than allocate (and first-touch) another activation-sized buffer.
+            if grad_centred.is_contiguous() and not grad_centred.requires_grad:
+                grad_x = grad_centred.add_(shift)
+            else:
+                grad_x = (grad_centred + shift).contiguous()
             _flat(grad_x).baddbmm_(_per_sample(sym, n), _flat(centred))
         return grad_x, None
 

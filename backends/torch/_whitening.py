@@ -292,6 +292,17 @@ class ZCAWhitening(_GroupedEigenNorm):
     BatchNorm's. Truncated eigenpairs are chosen in each training step, and
     no gradient flows through that choice.
 
+    Cost: besides one batched eigendecomposition of ``(G, d, d)`` matrices,
+    a training step makes two reductions, one centring pass and two batched
+    products over the activations forward, and three products, two
+    reductions and one addition backward (custom autograd Functions, so
+    autograd adds no extra passes); see ``benchmarks/bench_zca_layer.py``.
+    The centred input is kept for the backward pass (one activation-sized
+    buffer, as BatchNorm keeps its input). A step reads the ``(G, d, d)``
+    covariance on the host once, to raise a ``ValueError`` if it is not
+    finite. ``torch.compile`` traces the layer without a graph break.
+    Double backward is not supported (see :func:`svdpi.torch.eig`).
+
     Examples
     --------
     >>> import torch

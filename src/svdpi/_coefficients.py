@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import device
+from ._compat import array_device
 
 
 def eigenvalue_floor(eigenvalues: Any, xp: Any) -> Any:
@@ -40,7 +40,14 @@ def eigenvalue_floor(eigenvalues: Any, xp: Any) -> Any:
     finfo = xp.finfo(eigenvalues.dtype)
     n = eigenvalues.shape[-1]
     scale = xp.max(xp.abs(eigenvalues), axis=-1, keepdims=True)
-    return xp.clip(scale * (n * finfo.eps), min=finfo.smallest_normal / finfo.eps)
+    # maximum, not clip: array-api-compat's clip for CuPy assigns through a
+    # boolean mask, which reads a count on the host (a GPU synchronisation).
+    least = xp.asarray(
+        finfo.smallest_normal / finfo.eps,
+        dtype=eigenvalues.dtype,
+        device=array_device(eigenvalues),
+    )
+    return xp.maximum(scale * (n * finfo.eps), least)
 
 
 def clamp_eigenvalues(eigenvalues: Any, xp: Any) -> Any:
@@ -60,7 +67,8 @@ def geometric_sum(log_ratio: Any, terms: Any, xp: Any) -> Any:
     and costs one elementwise operation.
     """
     eps = xp.finfo(log_ratio.dtype).eps
-    log_ratio = xp.clip(log_ratio, max=-(eps * eps))
+    cap = xp.asarray(-(eps * eps), dtype=log_ratio.dtype, device=array_device(log_ratio))
+    log_ratio = xp.minimum(log_ratio, cap)  # not clip: see eigenvalue_floor
     return xp.expm1(terms * log_ratio) / xp.expm1(log_ratio)
 
 
@@ -71,7 +79,7 @@ def coefficient_matrix(eigenvalues: Any, *, method: str, num_iters: int, xp: Any
     """
     dtype = eigenvalues.dtype
     n = eigenvalues.shape[-1]
-    index = xp.arange(n, device=device(eigenvalues))
+    index = xp.arange(n, device=array_device(eigenvalues))
     upper = xp.astype(index[:, None] < index[None, :], dtype)  # j < m: λ_j is the larger
     sign = upper - xp.matrix_transpose(upper)  # +1 above, -1 below, 0 on the diagonal
 

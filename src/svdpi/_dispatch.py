@@ -26,12 +26,18 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from array_api_compat import is_cupy_namespace
+
+def _is_cupy_namespace(xp: Any) -> bool:
+    # array_api_compat.is_cupy_namespace does the same name test, through an
+    # lru_cache-wrapped helper that torch.compile (dynamo) warns about when it
+    # traces svdpi's VJP for a torch tensor.
+    return getattr(xp, "__name__", None) in ("cupy", "array_api_compat.cupy")
+
 
 # (is this namespace the provider's?, module defining the steps). The module is
 # imported lazily: only a namespace that matched can have its library loaded.
 PROVIDERS: tuple[tuple[Callable[[Any], bool], str], ...] = (
-    (is_cupy_namespace, "svdpi.cupy._native"),
+    (_is_cupy_namespace, "svdpi.cupy._native"),
 )
 
 _enabled: ContextVar[bool] = ContextVar("svdpi_native_paths", default=True)

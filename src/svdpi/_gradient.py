@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace
 
 from ._coefficients import coefficient_matrix
+from ._compat import array_device
 from ._dispatch import native
 from ._validation import check_eigenpairs, check_like, check_method, check_num_iters
 
@@ -144,7 +145,7 @@ def vjp_from_projected(
             eigenvalues, vt_grad_eigenvectors, method, num_iters, symmetrize=True, xp=xp
         )
     if grad_eigenvalues is not None:
-        eye = xp.eye(v.shape[-1], dtype=v.dtype, device=device(v))
+        eye = xp.eye(v.shape[-1], dtype=v.dtype, device=array_device(v))
         diagonal = eye * grad_eigenvalues[..., None, :]
         inner = diagonal if inner is None else inner + diagonal
     return v @ inner @ xp.matrix_transpose(v)

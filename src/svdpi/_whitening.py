@@ -10,9 +10,10 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace
 
 from ._coefficients import clamp_eigenvalues, eigenvalue_floor
+from ._compat import array_device
 from ._gradient import vjp_from_projected
 from ._validation import (
     check_eigenpairs,
@@ -80,7 +81,7 @@ def truncation_mask(
     check_floating(eigenvalues, "eigenvalues", xp)
     if energy_rule not in ENERGY_RULES:
         raise ValueError(f"energy_rule must be 'preceding' or 'inclusive', got {energy_rule!r}")
-    keep = xp.ones(eigenvalues.shape, dtype=xp.bool, device=device(eigenvalues))
+    keep = xp.ones(eigenvalues.shape, dtype=xp.bool, device=array_device(eigenvalues))
     if min_eigenvalue is not None:
         keep = keep & (eigenvalues > min_eigenvalue)
     if max_energy is not None:
@@ -324,14 +325,14 @@ def _projector_weights(eigenvectors: Any, n_components: Any, mask: Any, xp: Any)
     n = eigenvectors.shape[-1]
     shape = tuple(eigenvectors.shape[:-1])
     dtype = eigenvectors.dtype
-    weights = xp.ones(shape, dtype=dtype, device=device(eigenvectors))
+    weights = xp.ones(shape, dtype=dtype, device=array_device(eigenvectors))
     if n_components is not None:
         if isinstance(n_components, bool):
             raise TypeError(f"n_components must be an integer, got {n_components!r}")
         k = operator.index(n_components)
         if not 1 <= k <= n:
             raise ValueError(f"n_components must be in [1, {n}], got {k}")
-        index = xp.arange(n, device=device(eigenvectors))
+        index = xp.arange(n, device=array_device(eigenvectors))
         weights = xp.where(index < k, weights, xp.zeros_like(weights))
     if mask is not None:
         check_mask(mask, shape, xp)
