@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import torch
 
-from .paper_reference import paper_eig
+try:
+    from .paper_reference import paper_eig
+except ImportError:  # loaded by path (benchmarks)
+    from paper_reference import paper_eig
 
 
 def _groups(x, num_groups):

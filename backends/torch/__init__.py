@@ -4,11 +4,20 @@
 power-iteration gradient computed by the framework-agnostic core.
 :class:`ZCAWhitening` and :class:`PCADenoising` are the whitening layers of
 the paper, drop-in replacements for a BatchNorm layer;
-:class:`SyncZCAWhitening` / :func:`convert_sync_whitening` compute their
-statistics over all processes of a distributed job.
+:class:`SyncZCAWhitening` / :class:`SyncPCADenoising` (or
+:func:`convert_sync_whitening`) compute their statistics over all processes
+of a distributed job.
 """
 
 from ._eig import eig
+from ._sync import SyncPCADenoising, SyncZCAWhitening, convert_sync_whitening
 from ._whitening import PCADenoising, ZCAWhitening
 
-__all__ = ["PCADenoising", "ZCAWhitening", "eig"]
+__all__ = [
+    "PCADenoising",
+    "SyncPCADenoising",
+    "SyncZCAWhitening",
+    "ZCAWhitening",
+    "convert_sync_whitening",
+    "eig",
+]

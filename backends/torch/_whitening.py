@@ -43,8 +43,8 @@ class _GroupedEigenNorm(nn.Module):
     statistics are kept.
     """
 
-    # Set by the synchronised subclasses; None means this process only.
-    process_group = None
+    # True in the synchronised subclasses (their statistics span a process group).
+    _synchronised = False
 
     def __init__(
         self,
@@ -148,7 +148,7 @@ class _GroupedEigenNorm(nn.Module):
         use_batch_stats = self.training or not self.track_running_stats
         n = x.shape[0]
         length = math.prod(x.shape[2:])
-        if use_batch_stats and self.process_group is None and n * length == 1:
+        if use_batch_stats and not self._synchronised and n * length == 1:
             raise ValueError(
                 f"Expected more than 1 value per channel when training, got input size "
                 f"{tuple(x.shape)}"
@@ -176,7 +176,21 @@ class _GroupedEigenNorm(nn.Module):
         return y.reshape(x.shape).to(x.dtype)
 
     def _active_group(self):
+        """The process group to all-reduce the statistics over (None: this process only)."""
         return None
+
+    def _config(self) -> dict:
+        """Constructor arguments that rebuild this layer (for convert_sync_whitening)."""
+        return {
+            "num_features": self.num_features,
+            "num_groups": self.num_groups,
+            "eps": self.eps,
+            "momentum": self.momentum,
+            "affine": self.affine,
+            "track_running_stats": self.track_running_stats,
+            "method": self.method,
+            "num_iters": self.num_iters,
+        }
 
     def _affine(self, matrix, compute):
         g, d = self.num_groups, self.group_size
@@ -325,6 +339,14 @@ class ZCAWhitening(_GroupedEigenNorm):
             dtype,
         )
 
+    def _config(self) -> dict:
+        return {
+            **super()._config(),
+            "min_eigenvalue": self.min_eigenvalue,
+            "max_energy": self.max_energy,
+            "energy_rule": self.energy_rule,
+        }
+
     def _register_running_buffers(self, g, d, factory):
         if g is None:
             self.register_buffer("running_whitening", None)
@@ -452,6 +474,9 @@ class PCADenoising(_GroupedEigenNorm):
                 f"n_components ({self.n_components}) must be at most the group size "
                 f"num_features / num_groups = {self.group_size}"
             )
+
+    def _config(self) -> dict:
+        return {**super()._config(), "n_components": self.n_components}
 
     def _register_running_buffers(self, g, d, factory):
         if g is None:

@@ -1,0 +1,218 @@
+"""Whitening layers whose statistics span all processes of a distributed job."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ._whitening import PCADenoising, ZCAWhitening, _GroupedEigenNorm
+
+
+class _Synchronised:
+    """Mixin: all-reduce the batch statistics over ``self.process_group``.
+
+    The reductions happen in the layer's statistics kernel
+    (``svdpi.torch._kernels.GroupMoments``): per-group sums and the sample
+    count in one all-reduce, then the sums of outer products of the centred
+    data about the global mean in a second (so the covariance is exactly the
+    one of the concatenated batch, whatever each rank's batch size); its
+    backward all-reduces the gradients of the mean and covariance in one
+    more. Without an initialised process group, or with a single process,
+    the layer is the plain one.
+    """
+
+    _synchronised = True
+
+    def _active_group(self):
+        if not (dist.is_available() and dist.is_initialized()):
+            return None
+        group = self.process_group if self.process_group is not None else dist.group.WORLD
+        if dist.get_world_size(group) == 1:
+            return None
+        return group
+
+
+class SyncZCAWhitening(_Synchronised, ZCAWhitening):
+    """:class:`ZCAWhitening` with the batch statistics of all processes (like ``SyncBatchNorm``).
+
+    Every rank whitens its part of the batch with the mean and covariance of
+    the global batch, so the outputs, the running statistics and the
+    gradients are those of one process on the concatenated batch (input
+    gradients per rank; parameter gradients summed over ranks, which is what
+    ``DistributedDataParallel`` averages). Ranks may hold different batch
+    sizes.
+
+    Parameters
+    ----------
+    num_features, num_groups, eps, momentum, affine, track_running_stats, method, num_iters
+        As in :class:`ZCAWhitening`.
+    min_eigenvalue, max_energy, energy_rule
+        As in :class:`ZCAWhitening`.
+    process_group : torch.distributed.ProcessGroup, optional
+        The processes to synchronise; the default group when omitted.
+    device, dtype : optional
+        Of the parameters and buffers.
+
+    Examples
+    --------
+    Without an initialised process group it computes what :class:`ZCAWhitening` does:
+
+    >>> import torch
+    >>> import svdpi.torch
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> sync = svdpi.torch.SyncZCAWhitening(8, num_groups=2)
+    >>> plain = svdpi.torch.ZCAWhitening(8, num_groups=2)
+    >>> x = torch.randn(32, 8, 4, 4)
+    >>> torch.equal(sync(x), plain(x))
+    True
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        num_groups: int = 1,
+        eps: float = 1e-4,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        method: str = "pi",
+        num_iters: int = 19,
+        *,
+        min_eigenvalue: float | None = None,
+        max_energy: float | None = None,
+        energy_rule: str = "preceding",
+        process_group=None,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__(
+            num_features,
+            num_groups,
+            eps,
+            momentum,
+            affine,
+            track_running_stats,
+            method,
+            num_iters,
+            min_eigenvalue=min_eigenvalue,
+            max_energy=max_energy,
+            energy_rule=energy_rule,
+            device=device,
+            dtype=dtype,
+        )
+        self.process_group = process_group
+
+
+class SyncPCADenoising(_Synchronised, PCADenoising):
+    """:class:`PCADenoising` with the batch statistics of all processes.
+
+    Parameters
+    ----------
+    num_features, n_components, eps, momentum, affine, num_groups
+        As in :class:`PCADenoising`.
+    track_running_stats, method, num_iters
+        As in :class:`PCADenoising`.
+    process_group : torch.distributed.ProcessGroup, optional
+        The processes to synchronise; the default group when omitted.
+    device, dtype : optional
+        Of the parameters and buffers.
+
+    Examples
+    --------
+    >>> import svdpi.torch
+    >>> svdpi.torch.SyncPCADenoising(32, n_components=8).running_projector.shape
+    torch.Size([1, 32, 32])
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        n_components: int = 16,
+        eps: float = 1e-4,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        num_groups: int = 1,
+        track_running_stats: bool = True,
+        method: str = "pi",
+        num_iters: int = 19,
+        *,
+        process_group=None,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__(
+            num_features,
+            n_components,
+            eps,
+            momentum,
+            affine,
+            num_groups,
+            track_running_stats,
+            method,
+            num_iters,
+            device=device,
+            dtype=dtype,
+        )
+        self.process_group = process_group
+
+
+_SYNC_CLASSES = ((ZCAWhitening, SyncZCAWhitening), (PCADenoising, SyncPCADenoising))
+
+
+def convert_sync_whitening(module: nn.Module, process_group=None) -> nn.Module:
+    """Replace the ZCAWhitening / PCADenoising layers in ``module`` by their Sync versions.
+
+    Like ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``: the new layers
+    share the parameters and buffers of the old ones (the same tensors) and
+    keep their training mode. Layers already synchronised are left alone.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A layer or a network containing whitening layers.
+    process_group : torch.distributed.ProcessGroup, optional
+        Given to each new layer; the default group when omitted.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``module`` with its whitening layers replaced (a new object if
+        ``module`` itself is one).
+
+    Examples
+    --------
+    >>> import torch
+    >>> import svdpi.torch
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), svdpi.torch.ZCAWhitening(16, 4))
+    >>> net = svdpi.torch.convert_sync_whitening(net)
+    >>> type(net[1]).__name__
+    'SyncZCAWhitening'
+    """
+    converted = module
+    if isinstance(module, _GroupedEigenNorm) and not isinstance(module, _Synchronised):
+        for plain, sync in _SYNC_CLASSES:
+            if isinstance(module, plain):
+                converted = _convert(module, sync, process_group)
+                break
+    for name, child in module.named_children():
+        converted.add_module(name, convert_sync_whitening(child, process_group))
+    return converted
+
+
+def _convert(module, sync_class, process_group):
+    reference = module.weight if module.affine else module.running_mean
+    factory = {}
+    if reference is not None:
+        factory = {"device": reference.device, "dtype": reference.dtype}
+    converted = sync_class(**module._config(), process_group=process_group, **factory)
+    with torch.no_grad():
+        for name, parameter in module.named_parameters(recurse=False):
+            setattr(converted, name, parameter)
+        for name, buffer in module.named_buffers(recurse=False):
+            setattr(converted, name, buffer)
+    converted.train(module.training)
+    if hasattr(module, "qconfig"):
+        converted.qconfig = module.qconfig
+    return converted

@@ -1,0 +1,145 @@
+"""Sync whitening layers on 2 CPU processes (gloo) against one process on the full batch."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import socket
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.distributed as dist  # noqa: E402
+import torch.multiprocessing as mp  # noqa: E402
+
+import svdpi.torch  # noqa: E402
+
+# Unequal per-rank batch sizes: the statistics must weight ranks by their sample count.
+RANK_SIZES = (3, 6)
+SHAPE = (4, 5)  # spatial dims
+CHANNELS = 8
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _data():
+    generator = torch.Generator().manual_seed(1234)
+    n = sum(RANK_SIZES)
+    x = torch.randn(n, CHANNELS, *SHAPE, generator=generator, dtype=torch.float64)
+    x = x + 3.0 * torch.randn(1, CHANNELS, 1, 1, generator=generator, dtype=torch.float64)
+    grad = torch.randn(n, CHANNELS, *SHAPE, generator=generator, dtype=torch.float64)
+    return x, grad
+
+
+def _layers():
+    """(name, plain layer) pairs; the sync runs convert them with convert_sync_whitening."""
+    torch.manual_seed(0)
+    zca = svdpi.torch.ZCAWhitening(CHANNELS, num_groups=2, dtype=torch.float64)
+    pca = svdpi.torch.PCADenoising(CHANNELS, n_components=3, num_groups=2, dtype=torch.float64)
+    for layer in (zca, pca):
+        with torch.no_grad():
+            layer.weight.uniform_(0.5, 1.5)
+            layer.bias.normal_()
+    return {"zca": zca, "pca": pca}
+
+
+def _step(layer, x, grad):
+    """One training step; returns what must agree with the full-batch run."""
+    x = x.clone().requires_grad_(True)
+    y = layer(x)
+    y.backward(grad)
+    out = {"y": y.detach(), "x_grad": x.grad}
+    out.update({f"{k}_grad": p.grad for k, p in layer.named_parameters()})
+    out.update({k: b.clone() for k, b in layer.named_buffers()})
+    layer.eval()
+    out["eval"] = layer(x.detach())
+    return out
+
+
+def _worker(rank, world_size, port, out_dir):
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        x, grad = _data()
+        start = sum(RANK_SIZES[:rank])
+        part = slice(start, start + RANK_SIZES[rank])
+        results = {}
+        for name, layer in _layers().items():
+            sync = svdpi.torch.convert_sync_whitening(layer)
+            assert type(sync).__name__.startswith("Sync")
+            results[name] = _step(sync, x[part], grad[part])
+        torch.save(results, pathlib.Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def sync_results(tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("sync")
+    # spawn pickles _worker by module name; the children import this module
+    # as tests.test_torch_sync, so the repository root must be on their path.
+    root = str(pathlib.Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    mp.spawn(_worker, args=(len(RANK_SIZES), _free_port(), str(out_dir)), nprocs=len(RANK_SIZES))
+    return [torch.load(out_dir / f"rank{r}.pt") for r in range(len(RANK_SIZES))]
+
+
+@pytest.mark.parametrize("name", ["zca", "pca"])
+def test_sync_matches_full_batch(sync_results, name):
+    x, grad = _data()
+    full = _step(_layers()[name], x, grad)
+    ranks = [r[name] for r in sync_results]
+    for key in ("y", "x_grad", "eval"):
+        # Each rank holds its slice of the full-batch result.
+        got = torch.cat([r[key] for r in ranks])
+        torch.testing.assert_close(got, full[key], rtol=1e-9, atol=1e-10, msg=key)
+    for key in ("weight_grad", "bias_grad"):
+        # DDP sums (averages) parameter gradients over ranks: the sum is the full-batch one.
+        got = sum(r[key] for r in ranks)
+        torch.testing.assert_close(got, full[key], rtol=1e-9, atol=1e-10, msg=key)
+    for key, value in full.items():
+        if key.startswith("running") or key == "num_batches_tracked":
+            for r in ranks:
+                torch.testing.assert_close(r[key], value, rtol=1e-9, atol=1e-12, msg=key)
+
+
+def test_sync_layer_without_process_group_is_the_plain_layer():
+    x, grad = _data()
+    for name, layer in _layers().items():
+        expected = _step(layer, x, grad)
+        got = _step(svdpi.torch.convert_sync_whitening(_layers()[name]), x, grad)
+        for key, value in expected.items():
+            torch.testing.assert_close(got[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_convert_sync_whitening_shares_state_and_recurses():
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 1),
+        svdpi.torch.ZCAWhitening(8, num_groups=4, min_eigenvalue=1e-3),
+        torch.nn.Sequential(svdpi.torch.PCADenoising(8, n_components=2)),
+    )
+    net[1].eval()
+    weight, running = net[1].weight, net[1].running_whitening
+    converted = svdpi.torch.convert_sync_whitening(net, process_group=None)
+    assert converted is net
+    assert isinstance(net[1], svdpi.torch.SyncZCAWhitening)
+    assert isinstance(net[2][0], svdpi.torch.SyncPCADenoising)
+    assert net[1].weight is weight
+    assert net[1].running_whitening is running
+    assert not net[1].training
+    assert net[2][0].training
+    assert net[1].min_eigenvalue == 1e-3
+    assert net[1].num_groups == 4
+    assert net[2][0].n_components == 2
+    # Converting again leaves the synchronised layers alone.
+    layer = net[1]
+    assert svdpi.torch.convert_sync_whitening(net)[1] is layer
+    single = svdpi.torch.convert_sync_whitening(svdpi.torch.ZCAWhitening(4))
+    assert isinstance(single, svdpi.torch.SyncZCAWhitening)
