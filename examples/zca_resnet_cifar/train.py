@@ -36,8 +36,9 @@ try:  # imported as a package (the tests)
     from . import data as data_lib
     from .model import NORMS, ModelConfig, ResNet, parse_blocks
 except ImportError:  # run as a script: this folder is on sys.path
-    import data as data_lib
     from model import NORMS, ModelConfig, ResNet, parse_blocks
+
+    import data as data_lib
 
 EXIT_NONFINITE = 3
 EXIT_NO_DATA = 4
