@@ -250,6 +250,7 @@ def test_report_table_and_plot(smoke_runs, tmp_path, capsys):
 # ---------------------------------------------------------------------- convergence
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["bn", "zca", "pca"])
 def test_learns_the_synthetic_data_well_above_chance(tmp_path, norm):
     # About 120 SGD steps of the narrow network: 10 classes, chance is 10%.
@@ -363,6 +364,7 @@ def test_bad_arguments_are_rejected(capsys):
 # ------------------------------------------------------------------- multi-process
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_SYNC, reason="svdpi.torch.convert_sync_whitening is not available")
 def test_torchrun_two_cpu_processes_with_gloo(tmp_path):
     norm = "zca"
