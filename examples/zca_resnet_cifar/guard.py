@@ -6,9 +6,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-try:  # imported as a package
+if __package__:  # imported as a package (the tests)
     from .runtime import Env
-except ImportError:  # run as a script
+else:  # run as a script: this folder is on sys.path
     from runtime import Env
 
 

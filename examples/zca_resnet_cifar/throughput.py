@@ -23,10 +23,10 @@ import time
 
 import torch
 
-try:  # imported as a package
+if __package__:  # imported as a package (the tests)
     from . import data as data_lib
     from .model import ModelConfig, ResNet
-except ImportError:  # run as a script
+else:  # run as a script: this folder is on sys.path
     from model import ModelConfig, ResNet
 
     import data as data_lib

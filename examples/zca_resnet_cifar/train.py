@@ -31,12 +31,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-try:  # imported as a package (the tests)
+if __package__:  # imported as a package (the tests)
     from . import data as data_lib
     from .guard import NonFiniteGuard, NonFiniteLossError, diagnose_failure
     from .model import NORMS, ModelConfig, ResNet, parse_blocks
     from .runtime import Env, all_reduce_sum, atomic_save, log, loud, seed_everything, setup_env
-except ImportError:  # run as a script: this folder is on sys.path
+else:  # run as a script: this folder is on sys.path
     from guard import NonFiniteGuard, NonFiniteLossError, diagnose_failure
     from model import NORMS, ModelConfig, ResNet, parse_blocks
     from runtime import Env, all_reduce_sum, atomic_save, log, loud, seed_everything, setup_env
