@@ -54,14 +54,28 @@ def _milestones(text: str) -> list[int]:
     return sorted(int(m) for m in text.split(",") if m.strip())
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    # Defaults of on/off flags ("--no-download (default: True)") confuse more than help,
+    def _get_help_string(self, action):
+        # and options without a default say in their help what happens.
+        if action.nargs == 0 or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train.py",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=["cifar10", "cifar100", "synthetic"], default="cifar10")
+    g.add_argument(
+        "--dataset",
+        choices=["cifar10", "cifar100", "synthetic"],
+        default="cifar10",
+        help="synthetic: generated CIFAR-shaped images, no download",
+    )
     g.add_argument(
         "--data-dir",
         default=os.environ.get("SVDPI_DATA", "data"),
@@ -130,21 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     g = p.add_argument_group("optimisation (defaults: the paper's)")
-    g.add_argument("--epochs", type=int, default=350)
+    g.add_argument("--epochs", type=int, default=350, help="epochs to train")
     g.add_argument(
         "--batch-size", type=int, default=128, help="global batch size, split over the processes"
     )
-    g.add_argument("--eval-batch-size", type=int, default=500)
-    g.add_argument("--lr", type=float, default=0.1)
-    g.add_argument("--momentum", type=float, default=0.9)
-    g.add_argument("--weight-decay", type=float, default=5e-4)
+    g.add_argument("--eval-batch-size", type=int, default=500, help="batch size of evaluation")
+    g.add_argument("--lr", type=float, default=0.1, help="initial learning rate")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    g.add_argument("--weight-decay", type=float, default=5e-4, help="on all parameters")
     g.add_argument(
         "--milestones",
         type=_milestones,
         default=[100, 200, 300],
         help="epochs after which the lr is multiplied by --gamma ('' for none)",
     )
-    g.add_argument("--gamma", type=float, default=0.1)
+    g.add_argument("--gamma", type=float, default=0.1, help="lr factor at each milestone")
     g.add_argument(
         "--max-steps",
         type=int,
@@ -166,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CKPT",
         help="continue from CKPT (default: OUT_DIR/last.pt)",
     )
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="weights, shuffling, augmentation")
     g.add_argument(
         "--deterministic",
         action="store_true",
@@ -182,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="mixed precision (the whitening itself runs in float32)",
     )
-    g.add_argument("--channels-last", action="store_true")
+    g.add_argument("--channels-last", action="store_true", help="NHWC activations")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument(
         "--dist-backend", default=None, help="torchrun runs: nccl on GPUs, gloo on CPU by default"
