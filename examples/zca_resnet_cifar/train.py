@@ -25,26 +25,26 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-try:  # imported as a package (the tests)
+if __package__:  # imported as a package (the tests)
     from . import data as data_lib
+    from .guard import NonFiniteGuard, NonFiniteLossError, diagnose_failure
     from .model import NORMS, ModelConfig, ResNet, parse_blocks
-except ImportError:  # run as a script: this folder is on sys.path
-    import data as data_lib
+    from .runtime import Env, all_reduce_sum, atomic_save, log, loud, seed_everything, setup_env
+else:  # run as a script: this folder is on sys.path
+    from guard import NonFiniteGuard, NonFiniteLossError, diagnose_failure
     from model import NORMS, ModelConfig, ResNet, parse_blocks
+    from runtime import Env, all_reduce_sum, atomic_save, log, loud, seed_everything, setup_env
+
+    import data as data_lib
 
 EXIT_NONFINITE = 3
 EXIT_NO_DATA = 4
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the message names epoch and step."""
 
 
 # ----------------------------------------------------------------------- arguments
@@ -54,14 +54,28 @@ def _milestones(text: str) -> list[int]:
     return sorted(int(m) for m in text.split(",") if m.strip())
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    # Defaults of on/off flags ("--no-download (default: True)") confuse more than help,
+    def _get_help_string(self, action):
+        # and options without a default say in their help what happens.
+        if action.nargs == 0 or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train.py",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=["cifar10", "cifar100", "synthetic"], default="cifar10")
+    g.add_argument(
+        "--dataset",
+        choices=["cifar10", "cifar100", "synthetic"],
+        default="cifar10",
+        help="synthetic: generated CIFAR-shaped images, no download",
+    )
     g.add_argument(
         "--data-dir",
         default=os.environ.get("SVDPI_DATA", "data"),
@@ -130,21 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     g = p.add_argument_group("optimisation (defaults: the paper's)")
-    g.add_argument("--epochs", type=int, default=350)
+    g.add_argument("--epochs", type=int, default=350, help="epochs to train")
     g.add_argument(
         "--batch-size", type=int, default=128, help="global batch size, split over the processes"
     )
-    g.add_argument("--eval-batch-size", type=int, default=500)
-    g.add_argument("--lr", type=float, default=0.1)
-    g.add_argument("--momentum", type=float, default=0.9)
-    g.add_argument("--weight-decay", type=float, default=5e-4)
+    g.add_argument("--eval-batch-size", type=int, default=500, help="batch size of evaluation")
+    g.add_argument("--lr", type=float, default=0.1, help="initial learning rate")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    g.add_argument("--weight-decay", type=float, default=5e-4, help="on all parameters")
     g.add_argument(
         "--milestones",
         type=_milestones,
         default=[100, 200, 300],
         help="epochs after which the lr is multiplied by --gamma ('' for none)",
     )
-    g.add_argument("--gamma", type=float, default=0.1)
+    g.add_argument("--gamma", type=float, default=0.1, help="lr factor at each milestone")
     g.add_argument(
         "--max-steps",
         type=int,
@@ -166,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CKPT",
         help="continue from CKPT (default: OUT_DIR/last.pt)",
     )
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="weights, shuffling, augmentation")
     g.add_argument(
         "--deterministic",
         action="store_true",
@@ -182,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="mixed precision (the whitening itself runs in float32)",
     )
-    g.add_argument("--channels-last", action="store_true")
+    g.add_argument("--channels-last", action="store_true", help="NHWC activations")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument(
         "--dist-backend", default=None, help="torchrun runs: nccl on GPUs, gloo on CPU by default"
@@ -262,135 +276,9 @@ def model_config(args: argparse.Namespace, num_classes: int) -> ModelConfig:
     )
 
 
-# ----------------------------------------------------------------- infrastructure
-
-
-@dataclass
-class Env:
-    device: torch.device
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def setup_env(args: argparse.Namespace) -> Env:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
-    if world_size == 1:
-        if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        return Env(device)
-    rank = int(os.environ["RANK"])
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    backend = args.dist_backend or ("nccl" if device.type == "cuda" else "gloo")
-    dist.init_process_group(backend=backend)
-    return Env(device, rank, world_size)
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    torch.manual_seed(seed)
-    if deterministic:
-        # cuBLAS needs this set before its first use to be deterministic.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-    else:
-        torch.backends.cudnn.benchmark = True
-
-
-def log(env: Env, *msg: object, file=sys.stdout) -> None:
-    if env.is_main:
-        print(*msg, file=file, flush=True)
-
-
-def loud(env: Env, text: str) -> None:
-    bar = "=" * 78
-    for stream in (sys.stderr, sys.stdout):
-        log(env, f"{bar}\n{text}\n{bar}", file=stream)
-
-
-def atomic_save(obj: object, path: Path) -> None:
-    # A run killed while writing must not leave a truncated checkpoint behind.
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def all_reduce_sum(values: torch.Tensor, env: Env) -> torch.Tensor:
-    if env.distributed:
-        dist.all_reduce(values)
-    return values
-
-
 def lr_at(args: argparse.Namespace, epoch: int) -> float:
     """Learning rate of (1-based) ``epoch``: 0.1 for epochs 1-100, 0.01 for 101-200, ..."""
     return args.lr * args.gamma ** sum(epoch > m for m in args.milestones)
-
-
-def diagnose_failure(model: nn.Module, x: torch.Tensor) -> tuple[bool, str]:
-    """Why a training step on ``x`` failed: (non-finite values found, where).
-
-    Run only after a step raised: checks the parameters, then replays the
-    forward pass with hooks that stop at the first module whose output is
-    not finite, or name the module that raised and the size of its input.
-    """
-    for name, p in model.named_parameters():
-        if not bool(torch.isfinite(p).all()):
-            return True, f"parameter {name!r} is not finite"
-    running: list[tuple[str, nn.Module, torch.Tensor | None]] = []
-    found: list[str] = []
-
-    def enter(name):
-        def pre_hook(module, inputs):
-            first = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
-            running.append((name, module, first))
-
-        return pre_hook
-
-    def leave(module, inputs, output):
-        running.pop()
-        if (
-            not found
-            and isinstance(output, torch.Tensor)
-            and not bool(torch.isfinite(output).all())
-        ):
-            found.append(f"the output of {running_name(module)} is not finite")
-
-    names = {id(m): n for n, m in model.named_modules() if n}
-
-    def running_name(module):
-        return f"{names[id(module)]!r} ({type(module).__name__})"
-
-    handles = []
-    for n, m in model.named_modules():
-        if n:
-            handles += [m.register_forward_pre_hook(enter(n)), m.register_forward_hook(leave)]
-    try:
-        with torch.no_grad():
-            model(x)
-    except Exception:  # the caller reports the original exception
-        if not found and running:
-            name, module, first = running[-1]
-            size = "" if first is None else f" (largest |input| {first.abs().max().item():.3g})"
-            found.append(f"{running_name(module)} failed{size}")
-    finally:
-        for h in handles:
-            h.remove()
-    if found:
-        return "not finite" in found[0], found[0]
-    return False, "the forward pass succeeds again"
 
 
 # ---------------------------------------------------------------------------- data
@@ -452,49 +340,6 @@ def build_model(config: ModelConfig, args: argparse.Namespace, env: Env):
 
 
 # ------------------------------------------------------------------------ training
-
-
-class NonFiniteGuard:
-    """Finds the first step whose loss was NaN/inf, checking every few steps.
-
-    Losses stay on the device and are inspected every ``interval`` steps, so the
-    guard costs one synchronisation per interval rather than one per step; the
-    step it names is still the exact first bad one. Under torchrun every rank
-    checks at the same steps and they agree on the earliest bad step, so all
-    of them stop together.
-    """
-
-    def __init__(self, env: Env, epoch: int, checkpoint_note: str):
-        self.env = env
-        self.epoch = epoch
-        self.checkpoint_note = checkpoint_note
-        self.pending: list[tuple[int, int, torch.Tensor]] = []
-
-    def add(self, step: int, global_step: int, loss: torch.Tensor) -> None:
-        self.pending.append((step, global_step, loss.detach().float()))
-
-    def check(self) -> None:
-        if not self.pending:
-            return
-        losses = torch.stack([loss for _, _, loss in self.pending])
-        bad = (~torch.isfinite(losses)).nonzero()
-        first = torch.tensor(
-            [bad[0, 0].item() if bad.numel() else len(self.pending)], device=self.env.device
-        )
-        if self.env.distributed:
-            dist.all_reduce(first, op=dist.ReduceOp.MIN)
-        first = int(first.item())
-        if first < len(self.pending):
-            step, global_step, loss = self.pending[first]
-            self.fail(step, global_step, f"the training loss is {loss.item()}")
-        self.pending.clear()
-
-    def fail(self, step: int, global_step: int, what: str) -> None:
-        raise NonFiniteLossError(
-            f"Numerical failure in training: {what} at epoch {self.epoch}, step {step} "
-            f"(global step {global_step}). Training stopped (a diverging run: try a lower "
-            f"--lr). {self.checkpoint_note}"
-        )
 
 
 def train_one_epoch(ctx: dict, epoch: int) -> dict:
@@ -830,7 +675,11 @@ def _run(args: argparse.Namespace, env: Env) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     args = parse_args(argv)
-    deterministic_before = torch.are_deterministic_algorithms_enabled()
+    deterministic_before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    benchmark_before = torch.backends.cudnn.benchmark
     threads_before = torch.get_num_threads()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -844,7 +693,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NO_DATA
     finally:
         # Leave the process as it was (the tests call main() in-process).
-        torch.use_deterministic_algorithms(deterministic_before)
+        enabled, warn_only = deterministic_before
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = benchmark_before
         torch.set_num_threads(threads_before)
     return 0
 
