@@ -467,7 +467,12 @@ def load_checkpoint(path: Path, env: Env) -> dict:
 def run(args: argparse.Namespace) -> dict:
     env = setup_env(args)
     try:
-        return _run(args, env)
+        summary = _run(args, env)
+        if env.distributed:
+            # Every rank done (rank 0 last, with its files) before any tears down
+            # gloo: a rank leaving early made its peer abort at exit.
+            dist.barrier()
+        return summary
     finally:
         if env.distributed:
             dist.destroy_process_group()
