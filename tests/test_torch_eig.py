@@ -190,6 +190,24 @@ def test_compile_without_graph_break():
     assert_close(x1.grad, x2.grad, rtol=1e-13)
 
 
+@pytest.mark.filterwarnings(DYNAMO_LRU_WARNING)
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")  # dynamo's graph-break notice
+def test_compile_around_torch_func_keeps_the_pi_gradient():
+    # compile(vmap(grad(f))) would silently use eigh's own (infinite) gradient
+    # if the custom backward were dropped; eig makes dynamo run it eagerly.
+    a = _spd(4, 12, batch=(2,), spectrum=[3.0, 1.0, 1.0, 0.5])
+
+    def loss(m):
+        return (svdpi.torch.eig(m).eigenvectors[..., :3] ** 3).sum()
+
+    expected = torch.func.vmap(torch.func.grad(loss))(a)
+    compiled = torch.compile(torch.func.vmap(torch.func.grad(loss)), backend="aot_eager")
+    assert_close(compiled(a), expected, rtol=1e-13)
+    inner = torch.func.vmap(torch.func.grad(torch.compile(loss, backend="aot_eager")))
+    assert_close(inner(a), expected, rtol=1e-13)
+
+
 def test_bad_input():
     with pytest.raises(TypeError, match=r"torch\.Tensor"):
         svdpi.torch.eig(np.eye(2))

@@ -319,6 +319,10 @@ def test_bad_input():
         layer(torch.randn(1, 8))
     with pytest.raises(TypeError, match="floating"):
         layer(torch.ones(4, 8, dtype=torch.int64))
+    bad = torch.randn(4, 8, 3)
+    bad[1, 2, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        layer(bad)
     layer.eval()
     assert layer(torch.randn(1, 8)).shape == (1, 8)  # one sample is fine in evaluation
 
@@ -331,3 +335,25 @@ def test_docstring_examples():
         result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
         assert result.failed == 0, name
     assert svdpi.torch.__all__ == sorted(svdpi.torch.__all__)
+
+
+def test_memory_formats_and_functional_grad():
+    layer = svdpi.torch.ZCAWhitening(8, num_groups=2, dtype=torch.float64)
+    x = _input((6, 8, 3, 4))
+    y = layer(x)
+    # A channels_last (or any strided) input gives the same result.
+    channels_last = x.contiguous(memory_format=torch.channels_last)
+    assert_close(layer(channels_last), y, rtol=1e-13)
+    assert_close(layer(x.transpose(2, 3).contiguous().transpose(2, 3)), y, rtol=1e-13)
+    # torch.func.grad through the layer's autograd Functions equals backward
+    # (the running statistics, updated in place, are passed in as with BatchNorm).
+    params = dict(layer.named_parameters())
+
+    def loss(t, buffers):
+        out = torch.func.functional_call(layer, (params, buffers), (t,))
+        return (out**3).sum()
+
+    grad = torch.func.grad(loss)(x, {k: v.clone() for k, v in layer.named_buffers()})
+    x_ = x.clone().requires_grad_(True)
+    (layer(x_) ** 3).sum().backward()
+    assert_close(grad, x_.grad, rtol=1e-12)

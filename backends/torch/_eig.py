@@ -172,7 +172,13 @@ def eig(
     break (``fullgraph=True`` works) and its backward is compiled from the
     same torch operations. Dynamo cannot trace an autograd.Function that
     defines forward mode, so while compiling ``eig`` uses a variant without
-    it: forward-mode AD of a compiled function is not available.
+    it: forward-mode AD of a compiled function is not available. When
+    ``torch.compile`` wraps a ``torch.func`` transform (``compile(vmap(grad(f)))``),
+    PyTorch would drop the custom backward and differentiate ``eigh`` itself,
+    silently returning the classical gradient (infinite for equal
+    eigenvalues); ``eig`` forces a graph break there, so such a call runs
+    eagerly and right (``fullgraph=True`` raises). ``vmap(grad(compile(f)))``
+    compiles.
     With ``check_finite=True`` outside of compilation a NaN check still costs
     one host synchronisation.
 
@@ -208,6 +214,12 @@ def eig(
             "a must contain only finite values (it has NaN or inf entries); "
             "pass check_finite=False to skip this check"
         )
+    if torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active():
+        # torch.compile of a torch.func transform (e.g. compile(vmap(grad(f))))
+        # would drop the custom backward and differentiate eigh itself: a wrong,
+        # possibly huge gradient. A graph break runs this call eagerly, where
+        # the transforms see the autograd.Function (fullgraph=True raises).
+        torch._dynamo.graph_break()
     function = _EigReverse if torch.compiler.is_compiling() else _Eig
     eigenvalues, eigenvectors = function.apply(a, method, num_iters)
     return svdpi.EigResult(eigenvalues, eigenvectors)

@@ -10,7 +10,8 @@ statistics and the product in as few passes as the maths allows:
 
 - :class:`GroupMoments`: mean, centred input and covariance (two reductions
   and one subtraction); backward ``g_x = g_x̃ + (g_μ − Σ g_x̃)/M + S x̃``
-  in one batched product accumulated in place.
+  with ``S = (G_Σ + G_Σᵀ)/M``: an addition and a batched product, both
+  accumulated in place into the incoming gradient.
 - :class:`GroupAffine`: ``y = A x̃ + b`` as one batched ``baddbmm``;
   backward ``g_x̃ = Aᵀ g_y``, ``g_A = Σ g_y x̃ᵀ``, ``g_b = Σ g_y``.
 
@@ -83,7 +84,7 @@ class GroupMoments(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_centred, grad_mean, grad_cov, _grad_count):
         centred, count = ctx.saved_tensors
-        n, g, d, length = centred.shape
+        n, g, d, _ = centred.shape
         # d loss / d μ over all ranks: the direct part plus the centring of x̃.
         grad_mu = torch.zeros(g, d, dtype=centred.dtype, device=centred.device)
         if grad_mean is not None:
@@ -101,11 +102,16 @@ class GroupMoments(torch.autograd.Function):
         sym = (grad_cov + grad_cov.mT) / count
         shift = (grad_mu / count)[None, :, :, None]
         if grad_centred is None:
-            grad_x = torch.matmul(sym, centred)
+            grad_x = torch.matmul(sym, centred) + shift
         else:
-            grad_x = torch.baddbmm(_flat(grad_centred), _per_sample(sym, n), _flat(centred))
-            grad_x = grad_x.reshape(n, g, d, length)
-        grad_x += shift
+            # x̃ has one consumer, GroupAffine, whose backward returns a fresh
+            # tensor nobody else holds: accumulate into it in place rather
+            # than allocate (and first-touch) another activation-sized buffer.
+            if grad_centred.is_contiguous() and not grad_centred.requires_grad:
+                grad_x = grad_centred.add_(shift)
+            else:
+                grad_x = (grad_centred + shift).contiguous()
+            _flat(grad_x).baddbmm_(_per_sample(sym, n), _flat(centred))
         return grad_x, None
 
 

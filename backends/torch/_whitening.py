@@ -12,7 +12,7 @@ import torch
 from svdpi._validation import check_method, check_num_iters
 from torch import nn
 
-from ._eig import eig
+from ._eig import _can_read_values, eig
 from ._kernels import GroupAffine, GroupMoments
 
 
@@ -209,11 +209,22 @@ class _GroupedEigenNorm(nn.Module):
             buffer.lerp_(value.to(buffer.dtype), factor)
 
     def _eig(self, cov):
+        # The finiteness check reads the small (G, d, d) covariance, not the
+        # activations: one host synchronisation per step (skipped while
+        # torch.compile traces and under torch.func transforms). Without it a
+        # NaN input would surface as an eigensolver convergence error on the
+        # CPU, or as a NaN output on a GPU.
+        if _can_read_values() and not bool(torch.isfinite(cov).all()):
+            raise ValueError(
+                f"{type(self).__name__}: the batch covariance has NaN or infinite entries; "
+                "the input (or a gradient step before it) is not finite"
+            )
         eye = torch.eye(self.group_size, dtype=cov.dtype, device=cov.device)
-        # check_finite=False: no host synchronisation in the training step; a
-        # NaN input gives a NaN output (or an eigensolver error), as BatchNorm would.
         return eig(
-            cov + self.eps * eye, method=self.method, num_iters=self.num_iters, check_finite=False
+            cov + self.eps * eye,
+            method=self.method,
+            num_iters=self.num_iters,
+            check_finite=False,
         )
 
 
@@ -280,6 +291,17 @@ class ZCAWhitening(_GroupedEigenNorm):
     (float64 inputs stay float64); the output has the input's dtype, as a
     BatchNorm's. Truncated eigenpairs are chosen in each training step, and
     no gradient flows through that choice.
+
+    Cost: besides one batched eigendecomposition of ``(G, d, d)`` matrices,
+    a training step makes two reductions, one centring pass and two batched
+    products over the activations forward, and three products, two
+    reductions and one addition backward (custom autograd Functions, so
+    autograd adds no extra passes); see ``benchmarks/bench_zca_layer.py``.
+    The centred input is kept for the backward pass (one activation-sized
+    buffer, as BatchNorm keeps its input). A step reads the ``(G, d, d)``
+    covariance on the host once, to raise a ``ValueError`` if it is not
+    finite. ``torch.compile`` traces the layer without a graph break.
+    Double backward is not supported (see :func:`svdpi.torch.eig`).
 
     Examples
     --------
