@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -388,7 +389,11 @@ def train_one_epoch(ctx: dict, epoch: int) -> dict:
             # loss if there was one, else where the values stopped being finite.
             guard.check()
             nonfinite, where = diagnose_failure(ctx["raw"], x)
-            if nonfinite or isinstance(exc, torch.linalg.LinAlgError):
+            # ... or says so itself ("the batch covariance has NaN or infinite entries").
+            numerical = isinstance(exc, torch.linalg.LinAlgError) or bool(
+                re.search(r"\b(nan|inf|infinite|finite)\b", str(exc), re.IGNORECASE)
+            )
+            if nonfinite or numerical:
                 guard.fail(step, global_step, f"{where}; the step raised {exc!r}")
             raise
         ctx["global_step"] = global_step
