@@ -75,6 +75,8 @@ def _worker(rank, world_size, port, out_dir):
             assert type(sync).__name__.startswith("Sync")
             results[name] = _step(sync, x[part], grad[part])
         torch.save(results, pathlib.Path(out_dir) / f"rank{rank}.pt")
+        # A rank leaving before the other has finished makes gloo abort at exit.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -8,7 +8,10 @@ import svdpi
 import torch
 from svdpi._validation import check_floating, check_method, check_num_iters, check_square
 
+from ._autograd import cached_signature
 
+
+@cached_signature
 class _EigReverse(torch.autograd.Function):
     """Forward: the core's exact ``eig``; backward: ``eig_vjp``.
 
@@ -96,6 +99,7 @@ class _FirstOrderOnly(torch.autograd.Function):
         raise RuntimeError(_NO_SECOND_ORDER)
 
 
+@cached_signature
 class _EigVjp(_FirstOrderOnly):
     @staticmethod
     def forward(eigenvalues, eigenvectors, grad_eigenvalues, grad_eigenvectors, method, num_iters):
@@ -110,6 +114,7 @@ class _EigVjp(_FirstOrderOnly):
         )
 
 
+@cached_signature
 class _EigJvp(_FirstOrderOnly):
     @staticmethod
     def forward(eigenvalues, eigenvectors, tangent_a, method, num_iters):

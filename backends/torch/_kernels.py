@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from ._autograd import cached_signature
+
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
     """(N, G, d, L) -> (N·G, d, L) without a copy (x is contiguous here)."""
@@ -45,6 +47,7 @@ def _all_reduce(tensor: torch.Tensor, group) -> torch.Tensor:
     return tensor
 
 
+@cached_signature
 class GroupMoments(torch.autograd.Function):
     """``x (N, G, d, L)`` -> centred ``x̃``, mean ``μ (G, d)`` and covariance ``(G, d, d)``.
 
@@ -115,6 +118,7 @@ class GroupMoments(torch.autograd.Function):
         return grad_x, None
 
 
+@cached_signature
 class GroupAffine(torch.autograd.Function):
     """``y = A x + b`` per group: ``x (N, G, d, L)``, ``A (G, d, d)``, ``b (G, d)``."""
 

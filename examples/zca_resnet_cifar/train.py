@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -365,12 +367,12 @@ def train_one_epoch(ctx: dict, epoch: int) -> dict:
             leave=True,
             file=sys.stderr,
         )
-    sums = torch.zeros(3, dtype=torch.float64, device=env.device)  # loss*n, correct, n
+    # Running sums stay on the device (no synchronisation per step): loss*n, correct.
+    sums = torch.zeros(2, dtype=torch.float64, device=env.device)
+    seen = 0
     start = time.perf_counter()
     step = 0
-    for step, (x, y) in enumerate(loader, start=1):
-        if step > steps:
-            break
+    for step, (x, y) in enumerate(itertools.islice(loader, steps), start=1):
         global_step = ctx["global_step"] + 1
         try:
             with ctx["autocast"]():
@@ -388,27 +390,28 @@ def train_one_epoch(ctx: dict, epoch: int) -> dict:
             # loss if there was one, else where the values stopped being finite.
             guard.check()
             nonfinite, where = diagnose_failure(ctx["raw"], x)
-            if nonfinite or isinstance(exc, torch.linalg.LinAlgError):
+            # ... or says so itself ("the batch covariance has NaN or infinite entries").
+            numerical = isinstance(exc, torch.linalg.LinAlgError) or bool(
+                re.search(r"\b(nan|inf|infinite|finite)\b", str(exc), re.IGNORECASE)
+            )
+            if nonfinite or numerical:
                 guard.fail(step, global_step, f"{where}; the step raised {exc!r}")
             raise
         ctx["global_step"] = global_step
         guard.add(step, global_step, loss)
         sums += torch.stack(
-            [
-                loss.detach().double() * y.shape[0],
-                (logits.argmax(1) == y).sum().double(),
-                torch.tensor(y.shape[0], dtype=torch.float64, device=env.device),
-            ]
+            [loss.detach().double() * y.shape[0], (logits.argmax(1) == y).sum().double()]
         )
+        seen += y.shape[0]
         if step % args.log_interval == 0 or step == steps:
             guard.check()
             if bar is not None:
-                s = sums.tolist()
+                loss_sum, correct = sums.tolist()
                 elapsed = time.perf_counter() - start
                 bar.set_postfix(
-                    loss=f"{s[0] / s[2]:.3f}",
-                    acc=f"{100 * s[1] / s[2]:.1f}%",
-                    img_s=f"{s[2] * env.world_size / elapsed:.0f}",
+                    loss=f"{loss_sum / seen:.3f}",
+                    acc=f"{100 * correct / seen:.1f}%",
+                    img_s=f"{seen * env.world_size / elapsed:.0f}",
                     lr=f"{lr:g}",
                     refresh=False,
                 )
@@ -420,12 +423,13 @@ def train_one_epoch(ctx: dict, epoch: int) -> dict:
     elapsed = time.perf_counter() - start
     if bar is not None:
         bar.close()
-    loss_sum, correct, n = all_reduce_sum(sums, env).tolist()
+    totals = torch.cat([sums, torch.tensor([seen], dtype=torch.float64, device=env.device)])
+    loss_sum, correct, n = all_reduce_sum(totals, env).tolist()
     return {
         "train_loss": loss_sum / max(n, 1),
         "train_acc": 100 * correct / max(n, 1),
         "train_samples": int(n),
-        "steps": min(step, steps),
+        "steps": step,
         "images_per_s": n / elapsed if elapsed > 0 else float("nan"),
         "train_time_s": elapsed,
         "lr": lr,
@@ -438,19 +442,18 @@ def evaluate(ctx: dict) -> dict:
     # ranks with different numbers of test batches cannot all join.
     env, model = ctx["env"], ctx["raw"]
     model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=env.device)
+    sums = torch.zeros(2, dtype=torch.float64, device=env.device)
+    seen = 0
     criterion = nn.CrossEntropyLoss(reduction="sum")
     for x, y in ctx["test_loader"]:
         with ctx["autocast"]():
             logits = model(x)
         sums += torch.stack(
-            [
-                criterion(logits.float(), y).double(),
-                (logits.argmax(1) == y).sum().double(),
-                torch.tensor(y.shape[0], dtype=torch.float64, device=env.device),
-            ]
+            [criterion(logits.float(), y).double(), (logits.argmax(1) == y).sum().double()]
         )
-    loss_sum, correct, n = all_reduce_sum(sums, env).tolist()
+        seen += y.shape[0]
+    totals = torch.cat([sums, torch.tensor([seen], dtype=torch.float64, device=env.device)])
+    loss_sum, correct, n = all_reduce_sum(totals, env).tolist()
     return {
         "test_loss": loss_sum / max(n, 1),
         "test_acc": 100 * correct / max(n, 1),
@@ -467,7 +470,12 @@ def load_checkpoint(path: Path, env: Env) -> dict:
 def run(args: argparse.Namespace) -> dict:
     env = setup_env(args)
     try:
-        return _run(args, env)
+        summary = _run(args, env)
+        if env.distributed:
+            # Every rank done (rank 0 last, with its files) before any tears down
+            # gloo: a rank leaving early made its peer abort at exit.
+            dist.barrier()
+        return summary
     finally:
         if env.distributed:
             dist.destroy_process_group()
