@@ -27,9 +27,8 @@ if __package__:  # imported as a package (the tests)
     from . import data as data_lib
     from .model import ModelConfig, ResNet
 else:  # run as a script: this folder is on sys.path
-    from model import ModelConfig, ResNet
-
     import data as data_lib
+    from model import ModelConfig, ResNet
 
 
 def configurations(width: int) -> list[tuple[str, ModelConfig]]:

@@ -39,11 +39,10 @@ if __package__:  # imported as a package (the tests)
     from .model import NORMS, ModelConfig, ResNet, parse_blocks
     from .runtime import Env, all_reduce_sum, atomic_save, log, loud, seed_everything, setup_env
 else:  # run as a script: this folder is on sys.path
+    import data as data_lib
     from guard import NonFiniteGuard, NonFiniteLossError, diagnose_failure
     from model import NORMS, ModelConfig, ResNet, parse_blocks
     from runtime import Env, all_reduce_sum, atomic_save, log, loud, seed_everything, setup_env
-
-    import data as data_lib
 
 EXIT_NONFINITE = 3
 EXIT_NO_DATA = 4
