@@ -10,7 +10,8 @@ power-iteration-with-deflation loop (tests/paper_reference.py; the loop runs
 over the batch and the eigenvectors, as the paper's layers do).
 
 Table 2 (NumPy, float64): numpy.linalg.eigh vs scipy.linalg.eigh(driver="evd")
-on single matrices: the measurement behind svdpi's SCIPY_MIN_SIZE.
+on single matrices: why svdpi calls numpy.linalg.eigh for NumPy input (scipy's
+driver was no faster on the reference machine).
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ import pytest
 from _helpers import assert_close, from_numpy, random_spd, spd_with_spectrum, to_numpy
 
 import svdpi
-from svdpi import _eig
 
 
 @pytest.mark.parametrize("batch", [(), (3,), (2, 3)])
@@ -64,31 +63,6 @@ def test_numpy_outputs_are_contiguous():
     w, v = svdpi.eig(np.diag([1.0, 2.0, 3.0]))
     assert w.flags["C_CONTIGUOUS"]
     assert v.flags["C_CONTIGUOUS"]
-
-
-def test_numpy_large_matrices_use_scipy_and_agree(monkeypatch):
-    """Above the size threshold NumPy input goes to scipy's evd driver: same answers."""
-    pytest.importorskip("scipy")
-    rng = np.random.default_rng(2)
-    a = random_spd(6, rng, batch=(2,))
-    expected = svdpi.eig(a)
-    calls = []
-    import scipy.linalg
-
-    real = scipy.linalg.eigh
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs.get("driver"))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(scipy.linalg, "eigh", spy)
-    monkeypatch.setattr(_eig, "SCIPY_MIN_SIZE", 6)
-    w, v = svdpi.eig(a)
-    assert calls == ["evd", "evd"]
-    np.testing.assert_allclose(w, expected.eigenvalues, rtol=1e-12)
-    # Eigenvectors agree up to sign.
-    signs = np.sign(np.sum(v * expected.eigenvectors, axis=-2))
-    np.testing.assert_allclose(v * signs[..., None, :], expected.eigenvectors, atol=1e-10)
 
 
 def test_check_finite(xp):

@@ -83,9 +83,10 @@ def eig(a: Any, /, *, check_finite: bool = True, xp: Any = None) -> EigResult:
             "pass check_finite=False to skip this check"
         )
     a = (a + xp.matrix_transpose(a)) * 0.5
-    if is_numpy_namespace(xp):
-        eigenvalues, eigenvectors = _numpy_eigh(a, xp)
-    elif (native_eigh := native(xp, "eigh")) is not None:
+    # NumPy: numpy.linalg.eigh (LAPACK syevd over the batch in one C loop).
+    # scipy.linalg.eigh(driver="evd") was measured no faster on single matrices
+    # up to n = 1024 (0.9-1.0x; benchmarks/bench_eig.py), so it is not used.
+    if (native_eigh := native(xp, "eigh")) is not None:
         eigenvalues, eigenvectors = native_eigh(a)
     else:
         eigenvalues, eigenvectors = xp.linalg.eigh(a)
@@ -98,33 +99,3 @@ def eig(a: Any, /, *, check_finite: bool = True, xp: Any = None) -> EigResult:
         eigenvalues = xp.asarray(eigenvalues, copy=True)
         eigenvectors = xp.asarray(eigenvectors, copy=True)
     return EigResult(eigenvalues, eigenvectors)
-
-
-#: Matrix size from which ``scipy.linalg.eigh(driver="evd")`` beat
-#: ``numpy.linalg.eigh`` on the reference machine (2-core x86-64, OpenBLAS:
-#: about 1.15x at n = 512, slower at n <= 256); see ``benchmarks/bench_eig.py``.
-SCIPY_MIN_SIZE = 512
-
-
-def _numpy_eigh(a: Any, xp: Any) -> tuple[Any, Any]:
-    """NumPy input: scipy's divide-and-conquer driver for large matrices when installed.
-
-    Below :data:`SCIPY_MIN_SIZE` NumPy's batched ``eigh`` (one C loop over the
-    batch) is faster; scipy stays optional.
-    """
-    n = a.shape[-1]
-    if n >= SCIPY_MIN_SIZE:
-        try:
-            from scipy.linalg import eigh as scipy_eigh
-        except ImportError:
-            pass
-        else:
-            batch_shape = a.shape[:-2]
-            pairs = [
-                scipy_eigh(m, driver="evd", check_finite=False)
-                for m in xp.reshape(a, (-1, n, n))  # each solve is O(n³): the loop is free
-            ]
-            eigenvalues = xp.reshape(xp.stack([w for w, _ in pairs]), (*batch_shape, n))
-            eigenvectors = xp.reshape(xp.stack([v for _, v in pairs]), (*batch_shape, n, n))
-            return eigenvalues, eigenvectors
-    return xp.linalg.eigh(a)
