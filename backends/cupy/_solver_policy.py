@@ -25,7 +25,7 @@ up to 32 × 32, per-matrix solvers above).
 
 from __future__ import annotations
 
-import operator
+from svdpi._validation import check_integer
 
 SOLVERS = ("syevd", "syevj_batched", "syevd_loop")
 
@@ -75,12 +75,4 @@ def choose_eigh_solver(batch_size: int, n: int) -> str:
 
 
 def _nonnegative_int(value: object, name: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
+    return check_integer(value, name, minimum=0)

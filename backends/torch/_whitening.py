@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import operator
 
 import array_api_compat.torch as xp_torch
 
 import svdpi
 import torch
-from svdpi._validation import check_method, check_num_iters
+from svdpi._validation import check_integer, check_method, check_num_iters
+from svdpi._whitening import ENERGY_RULES
 from torch import nn
 
 from ._eig import _can_read_values, eig
@@ -17,15 +17,7 @@ from ._kernels import GroupAffine, GroupMoments
 
 
 def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
+    return check_integer(value, name, minimum=1)
 
 
 def _nonnegative_float(value, name: str) -> float:
@@ -339,7 +331,7 @@ class ZCAWhitening(_GroupedEigenNorm):
         device=None,
         dtype=None,
     ):
-        if energy_rule not in ("preceding", "inclusive"):
+        if energy_rule not in ENERGY_RULES:
             raise ValueError(
                 f"energy_rule must be 'preceding' or 'inclusive', got {energy_rule!r}"
             )

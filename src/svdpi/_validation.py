@@ -76,18 +76,23 @@ def check_method(method: Any) -> str:
     return method
 
 
-def check_num_iters(num_iters: Any) -> int:
-    if isinstance(num_iters, bool):
-        raise TypeError(f"num_iters must be an integer, got {num_iters!r}")
+def check_integer(value: Any, name: str, *, minimum: int) -> int:
+    """Require a Python or NumPy integer (not a bool) of at least ``minimum``; return it."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
     try:
-        value = operator.index(num_iters)
+        value = operator.index(value)
     except TypeError:
         raise TypeError(
-            f"num_iters must be an integer, got {type(num_iters).__name__} {num_iters!r}"
+            f"{name} must be an integer, got {type(value).__name__} {value!r}"
         ) from None
-    if value < 1:
-        raise ValueError(f"num_iters must be >= 1, got {value}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def check_num_iters(num_iters: Any) -> int:
+    return check_integer(num_iters, "num_iters", minimum=1)
 
 
 def check_mask(mask: Any, shape: tuple[int, ...], xp: Any) -> None:
