@@ -8,6 +8,26 @@ from collections.abc import Callable
 from typing import Any
 
 
+def _warm_up(
+    candidates: dict[str, Callable[[], object]], min_seconds: float, sync: Callable[[], None]
+) -> dict[str, int]:
+    """Run each candidate twice (caches, compilation), then pick its repeat count.
+
+    The count makes one timed batch last about ``min_seconds``.
+    """
+    repeats = {}
+    for name, fn in candidates.items():
+        fn()
+        fn()
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        once = max(time.perf_counter() - start, 1e-7)
+        repeats[name] = max(1, int(min_seconds / once))
+    return repeats
+
+
 def time_side_by_side(
     candidates: dict[str, Callable[[], object]],
     *,
@@ -21,16 +41,7 @@ def time_side_by_side(
     ``min_seconds``; then ``rounds`` rounds each time every candidate once, in
     turn, and the median per-call time over the rounds is reported.
     """
-    repeats = {}
-    for name, fn in candidates.items():
-        fn()
-        fn()
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        once = max(time.perf_counter() - start, 1e-7)
-        repeats[name] = max(1, int(min_seconds / once))
+    repeats = _warm_up(candidates, min_seconds, sync)
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(rounds):
         for name, fn in candidates.items():
@@ -90,16 +101,7 @@ def time_side_by_side_cuda(
     overhead counts only where it leaves the GPU idle.
     """
     new_event, elapsed = cuda_events(library)
-    repeats = {}
-    for name, fn in candidates.items():
-        fn()  # warm-up: kernel compilation, solver handles, allocator caches
-        fn()
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        once = max(time.perf_counter() - start, 1e-7)
-        repeats[name] = max(1, int(min_seconds / once))
+    repeats = _warm_up(candidates, min_seconds, sync)
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(rounds):
         for name, fn in candidates.items():
