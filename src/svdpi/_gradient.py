@@ -205,14 +205,19 @@ def eig_jvp(
     check_eigenpairs(eigenvalues, eigenvectors, xp)
     check_like(tangent_a, "tangent_a", eigenvectors.shape, eigenvectors.dtype, xp)
     v = eigenvectors
-    vt = xp.matrix_transpose(v)
-    projected = vt @ ((tangent_a + xp.matrix_transpose(tangent_a)) * 0.5) @ v
+    projected = project_symmetric(v, tangent_a, xp)
     tangent_eigenvalues = xp.linalg.diagonal(projected)
     product = _coefficient_product(
         eigenvalues, projected, method, num_iters, symmetrize=False, xp=xp
     )
     tangent_eigenvectors = v @ product
     return tangent_eigenvalues, tangent_eigenvectors
+
+
+def project_symmetric(eigenvectors: Any, x: Any, xp: Any) -> Any:
+    """``Vᵀ sym(X) V``: only the symmetric part of a (co)tangent of a symmetric matrix matters."""
+    sym = (x + xp.matrix_transpose(x)) * 0.5
+    return xp.matrix_transpose(eigenvectors) @ sym @ eigenvectors
 
 
 def _coefficient_product(

@@ -7,17 +7,17 @@ the SVD-PI gradient of :func:`svdpi.eig_vjp`.
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 from array_api_compat import array_namespace
 
 from ._coefficients import clamp_eigenvalues, eigenvalue_floor
 from ._compat import array_device
-from ._gradient import vjp_from_projected
+from ._gradient import project_symmetric, vjp_from_projected
 from ._validation import (
     check_eigenpairs,
     check_floating,
+    check_integer,
     check_like,
     check_mask,
     check_method,
@@ -137,7 +137,7 @@ def zca_whitening_matrix(
     if xp is None:
         xp = array_namespace(eigenvalues, eigenvectors)
     check_eigenpairs(eigenvalues, eigenvectors, xp)
-    scale = _whitening_scale(eigenvalues, mask, xp)
+    scale = _whitening_scale(clamp_eigenvalues(eigenvalues, xp), mask, xp)
     return (eigenvectors * scale[..., None, :]) @ xp.matrix_transpose(eigenvectors)
 
 
@@ -192,12 +192,13 @@ def zca_whitening_matrix_vjp(
     num_iters = check_num_iters(num_iters)
     check_eigenpairs(eigenvalues, eigenvectors, xp)
     check_like(grad_whitening, "grad_whitening", eigenvectors.shape, eigenvectors.dtype, xp)
-    scale = _whitening_scale(eigenvalues, mask, xp)
+    floor = eigenvalue_floor(eigenvalues, xp)
+    clamped = xp.maximum(eigenvalues, floor)
+    scale = _whitening_scale(clamped, mask, xp)
     # d scale / d λ = -λ^{-3/2} / 2 where λ is above the floor and kept, else 0.
-    clamped = clamp_eigenvalues(eigenvalues, xp)
-    live = eigenvalues >= eigenvalue_floor(eigenvalues, xp)
+    live = eigenvalues >= floor
     dscale = xp.where(live, -0.5 * scale / clamped, xp.zeros_like(scale))
-    projected = _projected_symmetric(eigenvectors, grad_whitening, xp)
+    projected = project_symmetric(eigenvectors, grad_whitening, xp)
     # W = V D Vᵀ: <G, dW> = <2 G V D, dV> + <diag(Vᵀ G V), dD> for symmetric G.
     vt_grad_vectors = 2.0 * projected * scale[..., None, :]
     grad_values = xp.linalg.diagonal(projected) * dscale
@@ -299,7 +300,7 @@ def pca_projector_vjp(
     check_eigenpairs(eigenvalues, eigenvectors, xp)
     check_like(grad_projector, "grad_projector", eigenvectors.shape, eigenvectors.dtype, xp)
     weights = _projector_weights(eigenvectors, n_components, mask, xp)
-    projected = _projected_symmetric(eigenvectors, grad_projector, xp)
+    projected = project_symmetric(eigenvectors, grad_projector, xp)
     # P = V diag(w) Vᵀ with constant w: <G, dP> = <2 G V diag(w), dV>.
     vt_grad_vectors = 2.0 * projected * weights[..., None, :]
     return vjp_from_projected(
@@ -313,10 +314,11 @@ def pca_projector_vjp(
     )
 
 
-def _whitening_scale(eigenvalues: Any, mask: Any, xp: Any) -> Any:
-    scale = clamp_eigenvalues(eigenvalues, xp) ** -0.5
+def _whitening_scale(clamped_eigenvalues: Any, mask: Any, xp: Any) -> Any:
+    """``λ^{-1/2}`` of eigenvalues already raised to the floor, zero where ``mask`` is False."""
+    scale = clamped_eigenvalues**-0.5
     if mask is not None:
-        check_mask(mask, tuple(eigenvalues.shape), xp)
+        check_mask(mask, tuple(clamped_eigenvalues.shape), xp)
         scale = xp.where(mask, scale, xp.zeros_like(scale))
     return scale
 
@@ -327,10 +329,8 @@ def _projector_weights(eigenvectors: Any, n_components: Any, mask: Any, xp: Any)
     dtype = eigenvectors.dtype
     weights = xp.ones(shape, dtype=dtype, device=array_device(eigenvectors))
     if n_components is not None:
-        if isinstance(n_components, bool):
-            raise TypeError(f"n_components must be an integer, got {n_components!r}")
-        k = operator.index(n_components)
-        if not 1 <= k <= n:
+        k = check_integer(n_components, "n_components", minimum=1)
+        if k > n:
             raise ValueError(f"n_components must be in [1, {n}], got {k}")
         index = xp.arange(n, device=array_device(eigenvectors))
         weights = xp.where(index < k, weights, xp.zeros_like(weights))
@@ -338,9 +338,3 @@ def _projector_weights(eigenvectors: Any, n_components: Any, mask: Any, xp: Any)
         check_mask(mask, shape, xp)
         weights = xp.where(mask, weights, xp.zeros_like(weights))
     return weights
-
-
-def _projected_symmetric(eigenvectors: Any, grad: Any, xp: Any) -> Any:
-    """``Vᵀ sym(G) V``: only the symmetric part of the cotangent of a symmetric matrix matters."""
-    sym = (grad + xp.matrix_transpose(grad)) * 0.5
-    return xp.matrix_transpose(eigenvectors) @ sym @ eigenvectors
