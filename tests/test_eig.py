@@ -73,3 +73,22 @@ def test_check_finite(xp):
     a[1, 2] = np.inf
     with pytest.raises(ValueError, match="check_finite=False"):
         svdpi.eig(from_numpy(xp, a))
+
+
+def test_check_finite_accepts_entries_whose_sum_overflows(xp):
+    a = np.diag([8e307, 7e307, 6e307])
+    w, _ = svdpi.eig(from_numpy(xp, a))
+    assert_close(w, np.array([8e307, 7e307, 6e307]), rtol=1e-12)
+
+
+def test_check_finite_rejects_opposite_infinities(xp):
+    a = np.eye(3)
+    a[0, 0], a[1, 1] = np.inf, -np.inf
+    with pytest.raises(ValueError, match="a must contain only finite values"):
+        svdpi.eig(from_numpy(xp, a))
+
+
+def test_check_finite_on_an_empty_batch(xp):
+    w, v = svdpi.eig(from_numpy(xp, np.zeros((0, 3, 3))))
+    assert tuple(w.shape) == (0, 3)
+    assert tuple(v.shape) == (0, 3, 3)

@@ -53,10 +53,14 @@ def test_analytic_equals_torch_eigh_backward():
     a = torch.from_numpy(random_spd(6, rng, batch=(3,))).requires_grad_(True)
     gl = torch.from_numpy(rng.standard_normal((3, 6)))
     gv = torch.from_numpy(rng.standard_normal((3, 6, 6)))
+    ws, vs = svdpi.eig(a.detach())
     w, v = torch.linalg.eigh(a)
     # torch's order is ascending: flip to svdpi's descending order before the loss.
-    (w.flip(-1) * gl).sum().add((v.flip(-1) * gv).sum()).backward()
-    ws, vs = svdpi.eig(a.detach())
+    w, v = w.flip(-1), v.flip(-1)
+    # Eigenvector signs are arbitrary: give torch's those of svdpi's, so that both
+    # gradients are of one function.
+    signs = torch.sign((v.detach() * vs).sum(-2, keepdim=True))
+    (w * gl).sum().add((v * signs * gv).sum()).backward()
     got = svdpi.eig_vjp(ws, vs, gl, gv, method="analytic")
     assert_close(got, a.grad, rtol=1e-10)
 

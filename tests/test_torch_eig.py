@@ -68,7 +68,7 @@ def test_backward_matches_the_papers_loop(spectrum, num_iters):
     w, v = svdpi.torch.eig(a, num_iters=num_iters)
     ((w * g_w).sum() + (v * g_v).sum()).backward()
     # The oracle differentiates the paper's loop started at the same eigenvectors.
-    expected = paper_eig_vjp(a.detach(), g_w, g_v, num_iters=num_iters)
+    expected = paper_eig_vjp(a.detach(), g_w, g_v, num_iters=num_iters, start_vectors=v.detach())
     assert bool(torch.isfinite(a.grad).all())
     assert_close(a.grad, expected, rtol=1e-10)
 
@@ -113,6 +113,23 @@ def test_jvp_is_the_core_eig_jvp(method):
     (w, v), (dw, dv) = torch.func.jvp(
         lambda m: tuple(svdpi.torch.eig(m, method=method)), (a,), (t,)
     )
+    dw_ref, dv_ref = svdpi.eig_jvp(w, v, t, method=method, xp=xp_torch)
+    assert_close(dw, dw_ref, rtol=1e-14)
+    assert_close(dv, dv_ref, rtol=1e-14)
+
+
+@pytest.mark.filterwarnings(JIT_WARNING)
+@pytest.mark.parametrize("method", ["pi", "analytic"])
+def test_forward_ad_dual_numbers_outside_torch_func(method):
+    # Plain eager calls use the ctx-style Function; its forward mode is the same eig_jvp.
+    import torch.autograd.forward_ad as fwAD
+
+    a = _spd(4, 21, batch=(2,), spectrum=[3.0, 1.0, 0.5, 0.25])
+    t = torch.from_numpy(np.random.default_rng(8).standard_normal((2, 4, 4)))
+    with fwAD.dual_level():
+        w, v = svdpi.torch.eig(fwAD.make_dual(a, t), method=method)
+        w, dw = fwAD.unpack_dual(w)
+        v, dv = fwAD.unpack_dual(v)
     dw_ref, dv_ref = svdpi.eig_jvp(w, v, t, method=method, xp=xp_torch)
     assert_close(dw, dw_ref, rtol=1e-14)
     assert_close(dv, dv_ref, rtol=1e-14)
