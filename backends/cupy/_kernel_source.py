@@ -30,19 +30,21 @@ INTEGER_INPUTS = ("row", "col")
 FUNCTIONS = ("where", "maximum", "minimum", "abs", "log1p", "expm1")
 
 # The truncated series of 1 / (λ_row − λ_col) in r = small / big, evaluated
-# as in svdpi._coefficients: clamp at the floor, log r through log1p of a
-# difference, capped at −eps² so that S = expm1(terms·L) / expm1(L) never sees
-# 0/0 (at the cap it equals `terms` in floating point), divided by the larger
-# eigenvalue, signed +1 above the diagonal, −1 below, 0 on it.
+# as in svdpi._coefficients: clamp at the floor, r − 1 as a difference, log r
+# through log1p of it, both capped at −eps² so that
+# S = expm1(terms·log r) / (r − 1) never sees 0/0 (at the cap it equals
+# `terms` in floating point), divided by the larger eigenvalue, signed +1
+# above the diagonal, −1 below, 0 on it.
 _SERIES = """
 lr = maximum(lam_row, lam_floor)
 lc = maximum(lam_col, lam_floor)
 big = maximum(lr, lc)
-log_ratio = minimum(log1p(-abs(lr - lc) / big), -(eps * eps))
+ratio_minus_one = -abs(lr - lc) / big
+log_ratio = minimum(log1p(ratio_minus_one), -(eps * eps))
 upper = where(row < col, 1, 0)
 sign = upper - where(col < row, 1, 0)
 {terms}
-coefficient = sign * (expm1(terms * log_ratio) / expm1(log_ratio)) / big
+coefficient = sign * (expm1(terms * log_ratio) / minimum(ratio_minus_one, -(eps * eps))) / big
 """
 
 FORMULAS = {

@@ -55,21 +55,26 @@ def clamp_eigenvalues(eigenvalues: Any, xp: Any) -> Any:
     return xp.maximum(eigenvalues, eigenvalue_floor(eigenvalues, xp))
 
 
-def geometric_sum(log_ratio: Any, terms: Any, xp: Any) -> Any:
-    """``Σ_{i=0..terms-1} r^i`` for ``r = exp(log_ratio) <= 1``, without a loop over ``i``.
+def geometric_sum(ratio_minus_one: Any, terms: Any, xp: Any) -> Any:
+    """``Σ_{i=0..terms-1} r^i`` for ``r = 1 + ratio_minus_one`` in ``(0, 1]``, without a loop.
 
-    ``expm1(terms · L) / expm1(L)`` is accurate right up to ``r = 1`` (no
-    ``1 − r`` cancellation). At ``L = 0`` (equal eigenvalues) it would be
-    ``0/0``: ``L`` is first capped at ``−eps²`` instead, where the formula is
-    ``terms · (1 − O(terms · eps²))``, i.e. exactly ``terms`` in floating
+    ``(r^terms − 1) / (r − 1)`` with ``r^terms − 1 = expm1(terms · log1p(r − 1))``
+    is accurate right up to ``r = 1``: no ``1 − r`` is ever formed by
+    cancellation, since ``r − 1`` is the input itself. At ``r = 1`` (equal
+    eigenvalues) it would be ``0/0``: ``r − 1`` and ``log r`` are first capped
+    at ``−eps²`` instead, where ``log1p`` returns its argument, so the quotient
+    is ``terms · (1 − O(terms · eps²))``, i.e. exactly ``terms`` in floating
     point. Capping *before* the division (rather than a ``where`` after it)
-    keeps NaN out of the values and out of any gradient taken through them,
-    and costs one elementwise operation.
+    keeps NaN out of the values and out of any gradient taken through them.
     """
-    eps = xp.finfo(log_ratio.dtype).eps
-    cap = xp.asarray(-(eps * eps), dtype=log_ratio.dtype, device=array_device(log_ratio))
-    log_ratio = xp.minimum(log_ratio, cap)  # not clip: see eigenvalue_floor
-    return xp.expm1(terms * log_ratio) / xp.expm1(log_ratio)
+    eps = xp.finfo(ratio_minus_one.dtype).eps
+    cap = xp.asarray(
+        -(eps * eps), dtype=ratio_minus_one.dtype, device=array_device(ratio_minus_one)
+    )
+    # Not clip: see eigenvalue_floor. log1p before the cap, so that it sees the
+    # -0.0 of the diagonal (see svdpi.torch._native for why that matters).
+    log_ratio = xp.minimum(xp.log1p(ratio_minus_one), cap)
+    return xp.expm1(terms * log_ratio) / xp.minimum(ratio_minus_one, cap)
 
 
 def coefficient_matrix(eigenvalues: Any, *, method: str, num_iters: int, xp: Any) -> Any:
@@ -93,9 +98,9 @@ def coefficient_matrix(eigenvalues: Any, *, method: str, num_iters: int, xp: Any
     lam_j = lam[..., :, None]
     lam_m = lam[..., None, :]
     big = xp.maximum(lam_j, lam_m)
-    # log(small / big) through log1p of a difference: exact for close eigenvalues.
-    log_ratio = xp.log1p(-xp.abs(lam_j - lam_m) / big)
+    # small / big − 1 as a difference: exact for close eigenvalues.
+    ratio_minus_one = -xp.abs(lam_j - lam_m) / big
     # Number of terms: powers 0..T above the diagonal and 0..T-1 below it for
     # "pi" (see the module docstring), 0..K on both sides for "taylor".
     terms = upper + float(num_iters) if method == "pi" else float(num_iters + 1)
-    return sign * geometric_sum(log_ratio, terms, xp) / big
+    return sign * geometric_sum(ratio_minus_one, terms, xp) / big
