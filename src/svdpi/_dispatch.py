@@ -21,6 +21,7 @@ generic code, to round-off):
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -34,10 +35,16 @@ def _is_cupy_namespace(xp: Any) -> bool:
     return getattr(xp, "__name__", None) in ("cupy", "array_api_compat.cupy")
 
 
+def _is_torch_namespace(xp: Any) -> bool:
+    # The same name test, for the same reason.
+    return getattr(xp, "__name__", None) in ("torch", "array_api_compat.torch")
+
+
 # (is this namespace the provider's?, module defining the steps). The module is
 # imported lazily: only a namespace that matched can have its library loaded.
 PROVIDERS: tuple[tuple[Callable[[Any], bool], str], ...] = (
     (_is_cupy_namespace, "svdpi.cupy._native"),
+    (_is_torch_namespace, "svdpi.torch._native"),
 )
 
 _enabled: ContextVar[bool] = ContextVar("svdpi_native_paths", default=True)
@@ -49,7 +56,8 @@ def native(xp: Any, name: str) -> Callable[..., Any] | None:
         return None
     for matches, module_name in PROVIDERS:
         if matches(xp):
-            return getattr(importlib.import_module(module_name), name, None)
+            module = sys.modules.get(module_name) or importlib.import_module(module_name)
+            return getattr(module, name, None)
     return None
 
 
