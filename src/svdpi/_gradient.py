@@ -7,7 +7,6 @@ from typing import Any
 from array_api_compat import array_namespace
 
 from ._coefficients import coefficient_matrix
-from ._compat import array_device
 from ._dispatch import native
 from ._validation import check_eigenpairs, check_like, check_method, check_num_iters
 
@@ -137,18 +136,20 @@ def vjp_from_projected(
     v = eigenvectors
     if vt_grad_eigenvectors is None and grad_eigenvalues is None:
         return xp.zeros_like(v)
-    inner = None
+    # V (inner + diag(ḡλ)) Vᵀ as (V inner + V diag(ḡλ)) Vᵀ: scaling the columns
+    # of V needs no identity matrix built and multiplied.
+    left = None
     if vt_grad_eigenvectors is not None:
         # Only the symmetric part is a gradient; symmetrising the small inner
         # matrix is cheaper than symmetrising the result and equal to it.
         inner = _coefficient_product(
             eigenvalues, vt_grad_eigenvectors, method, num_iters, symmetrize=True, xp=xp
         )
+        left = v @ inner
     if grad_eigenvalues is not None:
-        eye = xp.eye(v.shape[-1], dtype=v.dtype, device=array_device(v))
-        diagonal = eye * grad_eigenvalues[..., None, :]
-        inner = diagonal if inner is None else inner + diagonal
-    return v @ inner @ xp.matrix_transpose(v)
+        scaled = v * grad_eigenvalues[..., None, :]
+        left = scaled if left is None else left + scaled
+    return left @ xp.matrix_transpose(v)
 
 
 def eig_jvp(
