@@ -91,7 +91,7 @@ def test_uncached_sizes_and_batch_shapes():
 
 
 def test_cache_keeps_no_inference_tensor():
-    # Patterns first built in inference mode must still serve a backward pass later.
+    # Patterns first built in inference mode serve later calls outside it.
     _native._cached_patterns.cache_clear()
     rng = np.random.default_rng(2)
     w, v = svdpi.eig(torch.from_numpy(random_spd(5, rng)))
@@ -104,11 +104,41 @@ def test_cache_keeps_no_inference_tensor():
         for t in _native._cached_patterns(5, w.dtype, w.device, "pi", 19, True)
         if isinstance(t, torch.Tensor)
     )
-    g = g.clone().requires_grad_(True)
-    result = svdpi.eig_vjp(w, v, None, g)
-    result.sum().backward()  # would raise if a cached inference tensor had been saved
-    assert_close(result.detach(), expected, rtol=0)
-    assert g.grad is not None
+    hits = _native._cached_patterns.cache_info().hits
+    assert torch.equal(svdpi.eig_vjp(w, v, None, g), expected)
+    assert _native._cached_patterns.cache_info().hits == hits + 1
+
+
+def test_inputs_are_not_overwritten():
+    generator = torch.Generator().manual_seed(4)
+    for method in ["pi", "analytic"]:
+        w = torch.rand(2, 6, generator=generator, dtype=torch.float64).sort(-1, True).values
+        b = torch.randn(2, 6, 6, generator=generator, dtype=torch.float64)
+        w0, b0 = w.clone(), b.clone()
+        _native.coefficient_product(w, b, method=method, num_iters=19, symmetrize=True)
+        assert torch.equal(w, w0)
+        assert torch.equal(b, b0)
+
+
+def test_declines_when_autograd_records():
+    # Its in-place operations could not be differentiated: the core's generic
+    # code runs instead, and torch autograd differentiates through it.
+    rng = np.random.default_rng(5)
+    w, v = svdpi.eig(torch.from_numpy(random_spd(4, rng)))
+    g = torch.from_numpy(rng.standard_normal((4, 4))).requires_grad_(True)
+    b = v.mT @ g
+    assert _native.coefficient_product(w, b, method="pi", num_iters=19, symmetrize=True) is None
+    with torch.no_grad():
+        assert (
+            _native.coefficient_product(w, b, method="pi", num_iters=19, symmetrize=True)
+            is not None
+        )
+    weights = torch.from_numpy(rng.standard_normal((4, 4)))
+    (svdpi.eig_vjp(w, v, None, g) * weights).sum().backward()
+    # The VJP is linear in g: its gradient is its adjoint applied to the weights.
+    with _dispatch.native_paths(False):
+        expected = torch.func.vjp(lambda x: svdpi.eig_vjp(w, v, None, x), g.detach())[1](weights)
+    assert_close(g.grad, expected[0], rtol=1e-13)
 
 
 def test_cache_is_not_used_while_tracing_or_under_transforms():

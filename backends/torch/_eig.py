@@ -18,7 +18,9 @@ def _eigh_descending(a):
     # out: the core's namespace lookup goes through array-api-compat's
     # lru_cache-wrapped helpers, which dynamo warns about while compiling.
     # The finiteness check happens in svdpi.torch.eig, outside the Function.
-    negated_eigenvalues, eigenvectors = torch.linalg.eigh((a + a.mT) * -0.5)
+    # In place on the fresh sum (Function.forward records no graph): one n × n
+    # temporary fewer.
+    negated_eigenvalues, eigenvectors = torch.linalg.eigh(torch.add(a, a.mT).mul_(-0.5))
     return -negated_eigenvalues, eigenvectors
 
 

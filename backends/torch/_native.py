@@ -1,24 +1,28 @@
 """PyTorch implementation of the core's coefficient product (see :mod:`svdpi._dispatch`).
 
 The core computes ``Aᵀ ∘ b`` through array-api-compat: about twenty small
-operations, each behind a Python wrapper, plus the index patterns (sign,
-number of terms) rebuilt on every call. On small matrices that overhead, not
-arithmetic, is the cost of a backward pass. The same operations are written
-here as direct torch calls, and the results are the core's bit for bit (the
-tests hold them to that), with these differences in how they are reached:
+operations, each behind a Python wrapper, each allocating an n × n
+temporary, plus the index patterns (sign, number of terms) rebuilt on every
+call. On small matrices that overhead, not arithmetic, is the cost of a
+backward pass; on large ones the temporaries' page faults are. The same
+operations are written here as direct torch calls, and the results are the
+core's bit for bit (the tests hold them to that), reached differently:
 
 * ``Aᵀ`` is formed directly from transposed index patterns (``r − 1`` and
   the larger eigenvalue are symmetric), so the only strided read is the
   final symmetrisation, not also ``A.mT * b``;
 * when symmetrising, the sign pattern is halved beforehand, which saves the
   final ``* 0.5`` (halving is exact unless a result is subnormal);
+* the operations work in place: five n × n temporaries instead of fifteen;
 * the patterns, and the scalar constants as 0-d tensors, are cached per
-  shape for ``n <= CACHE_MAX_N`` in plain eager mode only: never while
-  tracing or under a dispatch mode, where a cached tensor could be a fake one;
+  shape for ``n <= CACHE_MAX_N``;
 * no validation: the core has checked the arguments before asking.
 
-Measured (``eig_vjp`` on float32, one CPU thread): 1.9x faster than the
-generic path at 16 × 4 × 4, 1.6x at 64 × 64, equal within noise at 512 × 512.
+It serves only plain eager calls that autograd does not record (the
+backward passes of :func:`svdpi.torch.eig` and the layers are such calls)
+and declines the rest, which the core's generic code then computes: in-place
+operations cannot be differentiated, and nothing traced by ``torch.compile``
+or a ``torch.func`` transform may reach the cache.
 """
 
 from __future__ import annotations
@@ -89,21 +93,24 @@ _cached_patterns = functools.lru_cache(maxsize=32)(_build_patterns)
 def _patterns(
     eigenvalues: torch.Tensor, method: str, num_iters: int, symmetrize: bool
 ) -> _Patterns:
-    n = eigenvalues.shape[-1]
-    key = (n, eigenvalues.dtype, eigenvalues.device, method, num_iters, symmetrize)
-    plain_eager = (
-        n <= CACHE_MAX_N
-        and not torch.compiler.is_compiling()
-        and not torch._C._are_functorch_transforms_active()
-        and _get_current_dispatch_mode() is None  # e.g. FakeTensorMode while exporting
-    )
-    if not plain_eager:
-        return _build_patterns(*key)
+    key = (eigenvalues.shape[-1], eigenvalues.dtype, eigenvalues.device, method, num_iters)
+    if key[0] > CACHE_MAX_N:
+        return _build_patterns(*key, symmetrize)
     if torch.is_inference_mode_enabled():
-        # A tensor created in inference mode could not be saved for backward later.
+        # Keep no inference tensor: later callers may be outside inference mode.
         with torch.inference_mode(False):
-            return _cached_patterns(*key)
-    return _cached_patterns(*key)
+            return _cached_patterns(*key, symmetrize)
+    return _cached_patterns(*key, symmetrize)
+
+
+def _plain_eager_untracked(*tensors: torch.Tensor) -> bool:
+    """Whether real tensors are computed on here and no autograd graph records it."""
+    return not (
+        torch.compiler.is_compiling()
+        or torch._C._are_functorch_transforms_active()
+        or _get_current_dispatch_mode() is not None  # e.g. FakeTensorMode while exporting
+        or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+    )
 
 
 def coefficient_product(
@@ -113,29 +120,44 @@ def coefficient_product(
     method: str,
     num_iters: int,
     symmetrize: bool,
-) -> torch.Tensor:
-    """``Aᵀ ∘ b``, symmetrised as ``(P + Pᵀ) / 2`` if asked (see :mod:`svdpi._dispatch`)."""
+) -> torch.Tensor | None:
+    """``Aᵀ ∘ b``, symmetrised as ``(P + Pᵀ) / 2`` if asked (see :mod:`svdpi._dispatch`).
+
+    Declines (returns ``None``, and the core runs its generic code) unless
+    the call is plain eager and records no autograd graph: the operations
+    here overwrite their temporaries, which autograd could not differentiate,
+    and a tensor traced by ``torch.compile`` must not reach the pattern cache.
+    """
+    if not _plain_eager_untracked(eigenvalues, b):
+        return None
     patterns = _patterns(eigenvalues, method, num_iters, symmetrize)
+    # In place wherever the core's expression allows: each n × n temporary not
+    # allocated saves its page faults too (glibc returns large blocks to the
+    # system; about 0.2 ms per MiB on the reference machine).
     if method == "analytic":
         # Entry (row, col) of Aᵀ is 1 / (λ_col − λ_row), with the core's 0/0 guard.
-        difference_t = eigenvalues.unsqueeze(-2) - eigenvalues.unsqueeze(-1)
-        a_t = patterns.sign / (difference_t + patterns.terms)
-        product = a_t * b
-        return (product + product.mT) * 0.5 if symmetrize else product
-    # svdpi._coefficients.eigenvalue_floor and geometric_sum, operation for operation.
-    scale = eigenvalues.abs().amax(dim=-1, keepdim=True)
-    floor = torch.maximum(scale * patterns.floor_scale, patterns.floor_least)
-    lam = torch.maximum(eigenvalues, floor)
-    lam_row = lam.unsqueeze(-1)
-    lam_col = lam.unsqueeze(-2)
-    big = torch.maximum(lam_row, lam_col)
-    # As in the core, r − 1 = -|λ_row − λ_col| / big is -0.0 on the diagonal and
-    # log1p sees it before the cap. That matters here: with MKL-built PyTorch on
-    # the reference AMD CPU, float32 log1p and expm1 ran 7x slower (2.2 ms at
-    # 512 x 512) until the process had once evaluated one of them at -0.0.
-    ratio_minus_one = -(lam_row - lam_col).abs() / big  # symmetric
-    log_ratio = torch.minimum(torch.log1p(ratio_minus_one), patterns.log_ratio_cap)
-    denominator = torch.minimum(ratio_minus_one, patterns.log_ratio_cap)
-    series = torch.expm1(patterns.terms * log_ratio) / denominator
-    product = patterns.sign * series / big * b
-    return product + product.mT if symmetrize else product
+        denominator = torch.sub(eigenvalues.unsqueeze(-2), eigenvalues.unsqueeze(-1))
+        product = torch.div(patterns.sign, denominator.add_(patterns.terms))
+    else:
+        # svdpi._coefficients.eigenvalue_floor and geometric_sum, operation for operation.
+        scale = eigenvalues.abs().amax(dim=-1, keepdim=True)
+        floor = scale.mul_(patterns.floor_scale).clamp_min_(patterns.floor_least)
+        lam = torch.maximum(eigenvalues, floor)
+        lam_row = lam.unsqueeze(-1)
+        lam_col = lam.unsqueeze(-2)
+        big = torch.maximum(lam_row, lam_col)
+        # As in the core, r − 1 = -|λ_row − λ_col| / big is -0.0 on the diagonal and
+        # log1p sees it before the cap. That matters here: with MKL-built PyTorch on
+        # the reference AMD CPU, float32 log1p and expm1 ran 7x slower (2.2 ms at
+        # 512 x 512) until the process had once evaluated one of them at -0.0.
+        ratio_minus_one = torch.sub(lam_row, lam_col).abs_().neg_().div_(big)  # symmetric
+        series = torch.log1p(ratio_minus_one).clamp_max_(patterns.log_ratio_cap)
+        series.mul_(patterns.terms).expm1_()
+        series.div_(ratio_minus_one.clamp_max_(patterns.log_ratio_cap))
+        product = series.mul_(patterns.sign).div_(big)
+    product = product.mul_(b) if product.shape == b.shape else product * b
+    if not symmetrize:
+        return product
+    if method == "analytic":  # its sign pattern is not pre-halved
+        return (product + product.mT).mul_(0.5)
+    return product + product.mT

@@ -15,7 +15,9 @@ generic code, to round-off):
 ``coefficient_product(eigenvalues, b, *, method, num_iters, symmetrize)``
     ``Aᵀ ∘ b`` for the coefficient matrix ``A`` of
     :func:`svdpi._coefficients.coefficient_matrix`, symmetrised as
-    ``(P + Pᵀ) / 2`` when ``symmetrize`` is true.
+    ``(P + Pᵀ) / 2`` when ``symmetrize`` is true; or ``None`` to decline a
+    call (the PyTorch provider declines while tracing, under ``torch.func``
+    transforms and when autograd records), and the generic code runs.
 """
 
 from __future__ import annotations

@@ -227,7 +227,9 @@ def _coefficient_product(
     """``Aᵀ ∘ b`` (then ``(P + Pᵀ) / 2`` if ``symmetrize``), natively where a fast path exists."""
     fast = native(xp, "coefficient_product")
     if fast is not None:
-        return fast(eigenvalues, b, method=method, num_iters=num_iters, symmetrize=symmetrize)
+        product = fast(eigenvalues, b, method=method, num_iters=num_iters, symmetrize=symmetrize)
+        if product is not None:  # None: the provider declined this call
+            return product
     a = coefficient_matrix(eigenvalues, method=method, num_iters=num_iters, xp=xp)
     product = xp.matrix_transpose(a) * b
     if symmetrize:
