@@ -156,3 +156,17 @@ def test_cache_is_not_used_while_tracing_or_under_transforms():
         fake = [mode.from_tensor(x) for x in (w, v, g)]
         svdpi.eig_vjp(fake[0], fake[1], None, fake[2])
     assert _native._cached_patterns.cache_info().currsize == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_all_finite(dtype):
+    assert _dispatch.native(xp_torch, "all_finite") is _native.all_finite
+    finfo = torch.finfo(dtype)
+    a = torch.full((2, 3, 3), finfo.max, dtype=dtype)  # a sum would overflow
+    a[0, 0, 0] = finfo.min
+    assert _native.all_finite(a)
+    assert _native.all_finite(a.clone().requires_grad_(True))  # no warning, no graph
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        b = a.clone()
+        b[1, 2, 1] = bad
+        assert not _native.all_finite(b)

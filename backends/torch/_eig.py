@@ -253,7 +253,7 @@ def eig(
     num_iters = check_num_iters(num_iters)
     check_floating(a, "a", xp_torch)
     check_square(a, "a")
-    if check_finite and _can_read_values() and not all_finite(a.detach(), xp_torch):
+    if check_finite and _can_read_values() and not all_finite(a, xp_torch):
         raise ValueError(
             "a must contain only finite values (it has NaN or inf entries); "
             "pass check_finite=False to skip this check"

@@ -1,4 +1,7 @@
-"""PyTorch implementation of the core's coefficient product (see :mod:`svdpi._dispatch`).
+"""PyTorch implementations of two of the core's steps (see :mod:`svdpi._dispatch`).
+
+:func:`all_finite` is one reduction without a temporary. The rest of this
+module is the coefficient product.
 
 The core computes ``Aᵀ ∘ b`` through array-api-compat: about twenty small
 operations, each behind a Python wrapper, each allocating an n × n
@@ -28,6 +31,7 @@ or a ``torch.func`` transform may reach the cache.
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import torch
@@ -161,3 +165,15 @@ def coefficient_product(
     if method == "analytic":  # its sign pattern is not pre-halved
         return (product + product.mT).mul_(0.5)
     return product + product.mT
+
+
+def all_finite(a: torch.Tensor) -> bool:
+    """Whether every entry of ``a`` is finite: its minimum and maximum are.
+
+    Exact (NaN propagates through both, nothing can overflow) in one pass
+    with no temporary; in a forward pass this cost about a third of the
+    core's ``max(abs(a)) < inf`` through array-api-compat (measured 2.5
+    against 15 µs at 16 × 4 × 4, 5 against 17 µs at 64 × 64, CPU).
+    """
+    low, high = torch.aminmax(a.detach())
+    return -math.inf < low.item() and high.item() < math.inf

@@ -10,6 +10,8 @@ imported only once an array of that library has reached svdpi.
 The steps, with the contract every provider must meet (same results as the
 generic code, to round-off):
 
+``all_finite(a) -> bool``
+    Whether every entry of the (non-empty) array ``a`` is finite.
 ``eigh(a) -> (eigenvalues, eigenvectors)``
     Like ``xp.linalg.eigh`` on symmetric ``a`` (ascending eigenvalues).
 ``coefficient_product(eigenvalues, b, *, method, num_iters, symmetrize)``
