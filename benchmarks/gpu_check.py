@@ -178,7 +178,13 @@ def eig_candidates(env: Environment, batch: int, n: int, dtype: str) -> dict[str
             w, v = torch.linalg.eigh(a_t)
             return torch.autograd.grad((w, v), a_t, (gw_t.flip(-1), gv_t.flip(-1)))
 
+        def svdpi_torch_generic():
+            with native_paths(False):
+                return svdpi_torch()
+
         candidates["svdpi.torch fwd+bwd"] = svdpi_torch
+        if env.device == "cuda":  # does svdpi.torch._native pay off on a GPU too?
+            candidates["svdpi.torch generic fwd+bwd"] = svdpi_torch_generic
         candidates["torch eigh fwd+bwd"] = eigh_autograd
     if xp is not None:
         candidates[f"svdpi {lib} fwd"] = lambda: svdpi.eig(a, check_finite=False)
@@ -293,6 +299,12 @@ def run_tables(env: Environment, shapes, zca_input, dtype: str, rounds: int) -> 
     )
     lines += _ratio_lines(
         eig_rows, "torch eigh fwd", f"svdpi {lib} fwd", f"torch eigh fwd / svdpi {lib} fwd:"
+    )
+    lines += _ratio_lines(
+        eig_rows,
+        "svdpi.torch generic fwd+bwd",
+        "svdpi.torch fwd+bwd",
+        "svdpi.torch generic / native:",
     )
     lines.append("")
 
