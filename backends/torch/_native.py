@@ -26,6 +26,10 @@ backward passes of :func:`svdpi.torch.eig` and the layers are such calls)
 and declines the rest, which the core's generic code then computes: in-place
 operations cannot be differentiated, and nothing traced by ``torch.compile``
 or a ``torch.func`` transform may reach the cache.
+
+Measured against the generic path (``svdpi.eig_vjp``, float32, one CPU
+thread): 1.9x faster at 16 × 4 × 4, 1.8x at 64 × 64, 1.2x at 4 × 128 × 128,
+1.4x at 512 × 512.
 """
 
 from __future__ import annotations
