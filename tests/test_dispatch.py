@@ -115,11 +115,18 @@ def test_eig_uses_native_eigh_for_a_provided_namespace(monkeypatch, fake_provide
     assert bool(xp.all(w[:-1] >= w[1:]))  # still flipped to descending by the core
 
 
-@pytest.mark.parametrize("name", ["cupy", "array_api_compat.cupy", "numpy", "torch"])
+@pytest.mark.parametrize(
+    "name", ["cupy", "array_api_compat.cupy", "numpy", "torch", "array_api_compat.torch"]
+)
 def test_cupy_namespace_test_agrees_with_array_api_compat(name):
-    """svdpi's own (dynamo-friendly) CuPy namespace test says what array-api-compat says."""
+    """svdpi's own (dynamo-friendly) namespace tests say what array-api-compat says."""
     import array_api_compat
 
     namespace = types.ModuleType(name)
     assert _dispatch._is_cupy_namespace(namespace) == array_api_compat.is_cupy_namespace(namespace)
     assert not _dispatch._is_cupy_namespace(object())  # no __name__: not CuPy
+    # And the PyTorch one likewise.
+    assert _dispatch._is_torch_namespace(namespace) == array_api_compat.is_torch_namespace(
+        namespace
+    )
+    assert not _dispatch._is_torch_namespace(object())
