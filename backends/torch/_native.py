@@ -36,10 +36,13 @@ from __future__ import annotations
 
 import functools
 import math
+from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+from ._eig import _can_read_values
 
 # Above this size building the patterns (a few passes over n² entries) is
 # negligible next to the O(n³) solve, and caching 2·n² values per shape is not.
@@ -104,20 +107,17 @@ def _patterns(
     key = (eigenvalues.shape[-1], eigenvalues.dtype, eigenvalues.device, method, num_iters)
     if key[0] > CACHE_MAX_N:
         return _build_patterns(*key, symmetrize)
-    if torch.is_inference_mode_enabled():
-        # Keep no inference tensor: later callers may be outside inference mode.
-        with torch.inference_mode(False):
-            return _cached_patterns(*key, symmetrize)
-    return _cached_patterns(*key, symmetrize)
+    # Keep no inference tensor: later callers may be outside inference mode.
+    with torch.inference_mode(False) if torch.is_inference_mode_enabled() else nullcontext():
+        return _cached_patterns(*key, symmetrize)
 
 
 def _plain_eager_untracked(*tensors: torch.Tensor) -> bool:
     """Whether real tensors are computed on here and no autograd graph records it."""
-    return not (
-        torch.compiler.is_compiling()
-        or torch._C._are_functorch_transforms_active()
-        or _get_current_dispatch_mode() is not None  # e.g. FakeTensorMode while exporting
-        or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+    return (
+        _can_read_values()  # not compiling, no torch.func transform
+        and _get_current_dispatch_mode() is None  # e.g. FakeTensorMode while exporting
+        and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
     )
 
 
