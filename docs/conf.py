@@ -28,9 +28,15 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
+    # MathJax from the installed package, copied into _static/mathjax: the pages
+    # render their maths offline and load nothing from a CDN.
+    "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
     "numpydoc",
     "matplotlib.sphinxext.plot_directive",
+    # The benchmark scripts write Markdown tables; pages include them with
+    # ``.. include:: file.md`` and ``:parser: myst_parser.sphinx_``.
+    "myst_parser",
 ]
 
 ONLINE = os.environ.get("SVDPI_DOCS_ONLINE") == "1"
@@ -87,69 +93,26 @@ html_theme_options = {
 }
 html_context = {"default_mode": "auto"}
 
-
-# -- Markdown tables from the benchmark and study scripts ------------------------
-def markdown_to_rst(text: str) -> str:
-    """The subset of Markdown the scripts write (headings, paragraphs, pipe tables) as reST."""
-    out: list[str] = []
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i].rstrip()
-        if line.startswith("|"):
-            block = []
-            while i < len(lines) and lines[i].lstrip().startswith("|"):
-                block.append(lines[i].strip())
-                i += 1
-            rows = [[cell.strip() for cell in row.strip("|").split("|")] for row in block]
-            rows = [row for row in rows if not all(set(c) <= set(":- ") for c in row)]
-            out += ["", ".. list-table::", "   :header-rows: 1", ""]
-            for row in rows:
-                out.append("   * - " + _inline(row[0]))
-                out += ["     - " + _inline(cell) for cell in row[1:]]
-            out.append("")
-            continue
-        if line.startswith("#"):
-            out += ["", ".. rubric:: " + _inline(line.lstrip("#").strip()), ""]
-        else:
-            out.append(_inline(line))
-        i += 1
-    return "\n".join(out) + "\n"
-
-
-def _inline(text: str) -> str:
-    import re
-
-    # `code` -> ``code`` (reST's single backticks would be a "title reference").
-    text = re.sub(r"(?<!`)`([^`]+)`(?!`)", r"``\1``", text)
-    return text if text.strip() else ""
-
-
-def _setup_markdown_table(app):
-    from docutils import nodes
-    from docutils.parsers.rst import Directive
-    from docutils.statemachine import StringList
-
-    class MarkdownTables(Directive):
-        """``.. markdown-tables:: path`` (relative to the document): include a script's output."""
-
-        required_arguments = 1
-
-        def run(self):
-            env = self.state.document.settings.env
-            relative, absolute = env.relfn2path(self.arguments[0])
-            env.note_dependency(relative)
-            try:
-                with open(absolute, encoding="utf-8") as handle:
-                    rst = markdown_to_rst(handle.read())
-            except OSError as error:
-                raise self.error(f"markdown-tables: cannot read {relative}: {error}") from error
-            container = nodes.container()
-            self.state.nested_parse(StringList(rst.splitlines(), absolute), 0, container)
-            return container.children
-
-    app.add_directive("markdown-tables", MarkdownTables)
-
-
-def setup(app):
-    _setup_markdown_table(app)
+# Validation of every docstring autodoc renders (the API pages): each finding
+# is a warning, so ``-W`` fails the build. All checks, except:
+numpydoc_validation_checks = {
+    "all",
+    # An extended summary and a See Also section are useful on some pages, not
+    # a defect where a one-line summary and the sections already say it all.
+    "ES01",
+    "SA01",
+}
+numpydoc_validation_exclude = {
+    # Module constants (svdpi.cupy.SOLVERS, ...): documented by a ``#:`` comment
+    # or by their own value; a function's sections do not apply to them.
+    r"\.[A-Z][A-Z0-9_]+$",
+    # NamedTuple results list their fields under "Attributes"; the checker
+    # reads the generated constructor as undocumented parameters.
+    r"\.EigResult$",
+}
+numpydoc_validation_overrides = {
+    # The synchronised layers document the parameters they share with the
+    # plain layer as one group, "As in :class:`ZCAWhitening`", so the types
+    # are written once, on the plain layer's page.
+    "PR04": [r"As in :class:`(ZCAWhitening|PCADenoising)`"],
+}

@@ -1,7 +1,13 @@
 """The documentation: it builds with warnings as errors, and what it shows runs.
 
 * the Sphinx build (``-W --keep-going -n``, as ``make docs``) into a temporary
-  folder, so CI fails on a broken page, reference or docstring;
+  folder, so CI fails on a broken page, reference or docstring (numpydoc
+  validates the docstrings during the build);
+* the built pages load no script or style sheet from the network, and the
+  maths is typeset by the bundled MathJax (checked in a headless Chromium
+  where one is installed);
+* the benchmark page's tables (Markdown through MyST) and its figure, and the
+  script that draws the figure from the recorded benchmark files;
 * every public name is on an API page;
 * the Getting-started snippets run, and the NumPy backward written there by
   hand equals PyTorch's autograd on the same data;
@@ -14,6 +20,7 @@ import importlib
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,10 +51,12 @@ def _code_blocks(page: str, language: str = "python") -> list[str]:
     return blocks
 
 
-@pytest.mark.slow
-def test_docs_build_without_warnings(tmp_path):
-    for module in ("sphinx", "pydata_sphinx_theme", "numpydoc", "matplotlib"):
+@pytest.fixture(scope="module")
+def built_html(tmp_path_factory):
+    """The HTML build of the docs, as ``make docs`` runs it; fails on any warning."""
+    for module in ("sphinx", "pydata_sphinx_theme", "numpydoc", "matplotlib", "myst_parser"):
         pytest.importorskip(module)
+    tmp_path = tmp_path_factory.mktemp("docs")
     env = {**os.environ, "MPLBACKEND": "Agg"}
     env.pop("SVDPI_DOCS_ONLINE", None)  # CI has no network: intersphinx stays off
     result = subprocess.run(
@@ -73,7 +82,12 @@ def test_docs_build_without_warnings(tmp_path):
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    html = tmp_path / "html"
+    return tmp_path / "html"
+
+
+@pytest.mark.slow
+def test_docs_build_without_warnings(built_html):
+    html = built_html
     for page in ("index", "getting_started", "user_guide", "theory", "examples", "benchmarks"):
         assert (html / f"{page}.html").is_file(), page
     # The build-time plot and the API pages of all three modules exist.
@@ -83,6 +97,158 @@ def test_docs_build_without_warnings(tmp_path):
     # The CuPy docstrings rendered (mocked CuPy), not an empty page.
     cupy_page = (html / "api" / "generated" / "svdpi.cupy.coefficient_matrix.html").read_text()
     assert "Parameters" in cupy_page or "Returns" in cupy_page
+
+
+# A script or style sheet (or font, image, frame) fetched from another host:
+# absolute ``http(s)://`` or protocol-relative ``//`` addresses.
+_REMOTE_ASSET = re.compile(
+    r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)=[\"'](?:https?:)?//[^\"']*[\"']", re.I
+)
+_REMOTE_CSS_URL = re.compile(r"(?:@import\s+|url\()\s*[\"']?(?:https?:)?//", re.I)
+
+
+@pytest.mark.slow
+def test_built_pages_load_nothing_from_the_network(built_html):
+    pages = list(built_html.rglob("*.html"))
+    assert len(pages) > 10
+    remote = {}
+    for page in pages:
+        found = _REMOTE_ASSET.findall(page.read_text(encoding="utf-8"))
+        # A link to another site (rel="..." other than a style sheet or preload)
+        # is a reference for the reader, not something the page loads.
+        found = [tag for tag in found if not re.search(r"<link\b", tag, re.I) or _loads(tag)]
+        if found:
+            remote[str(page.relative_to(built_html))] = found
+    for sheet in built_html.rglob("*.css"):
+        if _REMOTE_CSS_URL.search(sheet.read_text(encoding="utf-8", errors="replace")):
+            remote[str(sheet.relative_to(built_html))] = ["url() or @import of another host"]
+    assert not remote, remote
+
+
+def _loads(link_tag: str) -> bool:
+    rel = re.search(r"\brel=[\"']([^\"']*)[\"']", link_tag, re.I)
+    return rel is None or bool(re.search(r"stylesheet|preload|modulepreload|icon", rel[1], re.I))
+
+
+def test_remote_asset_patterns_catch_a_cdn_script_and_style():
+    # The check above must be able to fail: a page as sphinx.ext.mathjax writes it by default.
+    cdn = (
+        '<script defer="defer" src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js">'
+    )
+    assert _REMOTE_ASSET.search(cdn)
+    assert _REMOTE_ASSET.search('<link rel="stylesheet" href="//fonts.example.org/a.css" />')
+    assert _loads('<link rel="stylesheet" href="//fonts.example.org/a.css" />')
+    assert _REMOTE_CSS_URL.search("@font-face { src: url(https://fonts.example.org/x.woff2) }")
+    assert not _REMOTE_ASSET.search('<script src="_static/mathjax/tex-chtml.js"></script>')
+
+
+@pytest.mark.slow
+def test_maths_is_typeset_by_the_bundled_mathjax(built_html):
+    theory = (built_html / "theory.html").read_text(encoding="utf-8")
+    scripts = re.findall(r"<script\b[^>]*\bsrc=\"([^\"]*mathjax[^\"]*)\"", theory, re.I)
+    assert scripts, "theory.html loads no MathJax"
+    for src in scripts:
+        assert (built_html / src.split("?")[0]).is_file(), f"{src} is not in the build"
+    maths = theory.count('class="math notranslate nohighlight"')
+    assert maths > 50
+
+    # Render the page and count what MathJax typeset: one container per formula.
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no headless Chromium to render theory.html")
+    rendered = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+            (built_html / "theory.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    ).stdout
+    assert rendered.count("<mjx-container") == maths, "MathJax did not typeset every formula"
+
+
+@pytest.mark.slow
+def test_benchmark_page_shows_the_tables_and_the_figure(built_html):
+    page = (built_html / "benchmarks.html").read_text(encoding="utf-8")
+    # bench_eig.md's two Markdown tables, rendered as HTML tables by MyST.
+    assert page.count("<table") >= 2
+    assert "svdpi / eigh" in page
+    assert "|---|" not in page
+    image = re.search(r'<img[^>]*src="([^"]*ratios\.png)"', page)
+    assert image, "the ratio figure is not on the benchmark page"
+    assert (built_html / image[1]).is_file()
+
+
+def _plot_benchmarks():
+    spec = importlib.util.spec_from_file_location(
+        "plot_benchmarks", DOCS / "scripts" / "plot_benchmarks.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_EIG_MD = """Machine: test.
+
+| batch × n | svdpi fwd+bwd | torch.linalg.eigh fwd+bwd | paper's PI loop | svdpi / eigh |
+|---|---|---|---|---|
+| 16 × 4 | 300 µs | 150 µs | 15.00 ms | 2.00 |
+| 1 × 512 | 40.00 ms | 32.00 ms | not run | 1.25 |
+
+| n | numpy.linalg.eigh |
+|---|---|
+| 128 | 1.18 ms |
+"""
+
+_LAYER_TXT = """Training step, float32
+         shape                  layer   d        ms  / BN2d  loop/ZCA
+---------------------------------------------------------------------
+  128x64x32x32            BatchNorm2d         50.00    1.00
+                   ZCAWhitening(G=16)   4     75.00    1.50
+                     paper loop(G=16)   4    250.00    5.00      3.33
+                       SomeOtherLayer   4     60.00    1.20
+                    ZCAWhitening(G=1)  64    125.00    2.50
+   16x64x32x32            BatchNorm2d          3.00    1.00
+                   ZCAWhitening(G=16)   4      6.00    2.00
+"""
+
+
+def test_benchmark_plot_reads_the_recorded_tables():
+    plot = _plot_benchmarks()
+    eig = plot.eig_ratios(_EIG_MD)
+    assert [r["size"] for r in eig] == ["16 × 4", "1 × 512"]
+    assert [r["svdpi"] for r in eig] == [2.0, 1.25]
+    assert eig[0]["loop"] == pytest.approx(15e-3 / 150e-6)
+    assert eig[1]["loop"] is None
+    layer = plot.layer_ratios(_LAYER_TXT)
+    assert layer == {
+        "128x64x32x32": {"zca": [(4, 1.5), (64, 2.5)], "loop": [(4, 5.0)]},
+        "16x64x32x32": {"zca": [(4, 2.0)], "loop": []},
+    }
+    with pytest.raises(ValueError, match="svdpi / eigh"):
+        plot.eig_ratios("| n | numpy.linalg.eigh |\n|---|---|\n| 128 | 1 ms |\n")
+    with pytest.raises(ValueError, match="ZCAWhitening"):
+        plot.layer_ratios("nothing recorded\n")
+
+
+def test_benchmark_plot_draws_the_recorded_files(tmp_path):
+    pytest.importorskip("matplotlib")
+    plot = _plot_benchmarks()
+    # Every row of the recorded files is read, not only the first table's head.
+    recorded = (DOCS / "_static" / "benchmarks" / "bench_eig.md").read_text(encoding="utf-8")
+    eig = plot.eig_ratios(recorded)
+    assert len(eig) == len(re.findall(r"^\| \d+ × \d+ \|", recorded, flags=re.MULTILINE))
+    output = plot.main(["--output", str(tmp_path / "ratios.png")])
+    assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The committed figure is the one the page shows.
+    assert (DOCS / "_static" / "benchmarks" / "ratios.png").is_file()
 
 
 def _public_names(module_name: str) -> list[str]:

@@ -3,7 +3,8 @@
 Every docstring example of the public modules (the core and ``svdpi.torch``;
 ``svdpi.cupy`` where CuPy and a GPU are available) is one test, run with the
 standard library's :mod:`doctest` on the *installed* modules, so no source
-folder goes on ``sys.path``.
+folder goes on ``sys.path``. The CuPy solver policy is pure Python: its
+examples run everywhere, from the installed file loaded on its own.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import doctest
 import importlib
+import importlib.util
 import pkgutil
+from pathlib import Path
 
 import pytest
 
@@ -28,11 +31,34 @@ def _modules(package_name: str) -> list:
     return modules
 
 
+def _cuda_available() -> bool:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no CuPy, or CuPy without a driver or device
+        return False
+
+
+def _cupy_solver_policy():
+    """``svdpi.cupy._solver_policy`` loaded without ``svdpi.cupy`` (which imports CuPy)."""
+    package = importlib.util.find_spec("svdpi.cupy")  # locates it, imports nothing of it
+    path = Path(package.submodule_search_locations[0]) / "_solver_policy.py"
+    spec = importlib.util.spec_from_file_location("svdpi_cupy_solver_policy", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _public_modules() -> list:
     modules = [m for m in _modules("svdpi") if m.__name__.count(".") == 1 or m is svdpi]
     modules = [m for m in modules if m.__name__ not in ("svdpi.torch", "svdpi.cupy")]
     with contextlib.suppress(ImportError):  # PyTorch not installed
         modules += _modules("svdpi.torch")
+    if _cuda_available():
+        modules += _modules("svdpi.cupy")
+    else:
+        modules.append(_cupy_solver_policy())
     return modules
 
 

@@ -65,12 +65,28 @@ def coefficient_matrix(eigenvalues: Any, *, method: str = "pi", num_iters: int =
     ----------
     eigenvalues : cupy.ndarray, shape (..., n)
         Descending eigenvalues, float32 or float64.
-    method, num_iters
+    method : {"pi", "taylor", "analytic"}, default "pi"
+        As in :func:`svdpi.eig_vjp`.
+    num_iters : int, default 19
         As in :func:`svdpi.eig_vjp`.
 
     Returns
     -------
     cupy.ndarray, shape (..., n, n)
+        ``A``, with the dtype and on the device of ``eigenvalues``.
+
+    Examples
+    --------
+    A repeated eigenvalue: the entries for the pair ``(1, 1)`` are finite,
+    ``(T + 1) / λ`` above the diagonal and ``-T / λ`` below (``T = 19``):
+
+    >>> import cupy
+    >>> import svdpi.cupy
+    >>> a = svdpi.cupy.coefficient_matrix(cupy.asarray([3.0, 1.0, 1.0]))
+    >>> cupy.asnumpy(a).round(4)
+    array([[  0. ,   0.5,   0.5],
+           [ -0.5,   0. ,  20. ],
+           [ -0.5, -19. ,   0. ]])
     """
     check_method(method)
     num_iters = check_num_iters(num_iters)
@@ -94,7 +110,32 @@ def eigh(a: Any) -> tuple[Any, Any]:
 
 
 def solve_eigh(a: Any, solver: str) -> tuple[Any, Any]:
-    """Eigenpairs of the symmetric batch ``a`` (..., n, n) with the named solver, ascending."""
+    """Solve the symmetric eigenproblems of ``a`` with the named cuSOLVER solver.
+
+    Parameters
+    ----------
+    a : cupy.ndarray, shape (..., n, n)
+        Symmetric matrices, float32 or float64.
+    solver : {"syevd", "syevj_batched", "syevd_loop"}
+        One of :data:`SOLVERS`, as :func:`choose_eigh_solver` picks it;
+        ``"syevd"`` takes a single matrix.
+
+    Returns
+    -------
+    eigenvalues : cupy.ndarray, shape (..., n)
+        In ascending order (cuSOLVER's), unlike :func:`svdpi.eig`.
+    eigenvectors : cupy.ndarray, shape (..., n, n)
+        Column ``j`` belongs to ``eigenvalues[..., j]``.
+
+    Examples
+    --------
+    >>> import cupy
+    >>> import svdpi.cupy
+    >>> a = cupy.asarray([[[2.0, 1.0], [1.0, 2.0]]])
+    >>> w, v = svdpi.cupy.solve_eigh(a, "syevj_batched")
+    >>> cupy.asnumpy(w).round(6)
+    array([[1., 3.]])
+    """
     *batch_shape, n, _ = a.shape
     batch_size = math.prod(batch_shape)
     if batch_size == 0:
