@@ -9,7 +9,9 @@ Cross-references to NumPy, PyTorch, CuPy and the array API standard use
 intersphinx, which downloads their inventories. The build must also work
 offline (CI, air-gapped machines), so intersphinx is enabled only when
 ``SVDPI_DOCS_ONLINE=1`` is set; offline, references into those projects are
-rendered as plain names and ignored by the nitpicky (``-n``) check.
+rendered as plain names and ignored by the nitpicky (``-n``) check. The pages
+themselves load nothing from the network either: MathJax is bundled
+(``tests/test_docs.py`` checks both).
 """
 
 from __future__ import annotations
