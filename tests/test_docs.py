@@ -247,8 +247,22 @@ def test_benchmark_plot_draws_the_recorded_files(tmp_path):
     assert len(eig) == len(re.findall(r"^\| \d+ × \d+ \|", recorded, flags=re.MULTILINE))
     output = plot.main(["--output", str(tmp_path / "ratios.png")])
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # The committed figure is the one the page shows.
-    assert (DOCS / "_static" / "benchmarks" / "ratios.png").is_file()
+
+
+def test_committed_benchmark_figure_is_drawn_from_the_recorded_files():
+    image = pytest.importorskip("PIL.Image")
+    plot = _plot_benchmarks()
+    recorded = DOCS / "_static" / "benchmarks"
+    digest = plot.source_digest(
+        (recorded / "bench_eig.md").read_text(encoding="utf-8"),
+        (recorded / "bench_zca_layer.txt").read_text(encoding="utf-8"),
+    )
+    with image.open(recorded / "ratios.png") as figure:
+        source = figure.text.get("Source", "")
+    assert digest in source, (
+        "docs/_static/benchmarks/ratios.png is older than the recorded benchmark files: "
+        "regenerate it with `python docs/scripts/plot_benchmarks.py`"
+    )
 
 
 def _public_names(module_name: str) -> list[str]:

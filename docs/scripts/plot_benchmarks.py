@@ -21,6 +21,7 @@ skipped; a file with none of the expected rows is an error, not an empty plot.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 from pathlib import Path
 
@@ -96,7 +97,15 @@ def layer_ratios(text: str) -> dict[str, dict[str, list[tuple[int, float]]]]:
     return result
 
 
-def plot(eig_rows: list[dict], layer_rows: dict, output: Path) -> None:
+def source_digest(*texts: str) -> str:
+    """SHA-256 of the recorded benchmark texts the figure is drawn from (newlines normalised)."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update("\n".join(text.splitlines()).encode("utf-8") + b"\0")
+    return digest.hexdigest()
+
+
+def plot(eig_rows: list[dict], layer_rows: dict, output: Path, *, source: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,8 +145,9 @@ def plot(eig_rows: list[dict], layer_rows: dict, output: Path) -> None:
         ax.set_ylim(bottom=0.8)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
-    # No version or date in the PNG, so an unchanged input gives an unchanged file.
-    fig.savefig(output, dpi=110, metadata={"Software": None})
+    # No version or date in the PNG, so an unchanged input gives an unchanged file;
+    # the digest of the input lets a test notice a figure older than its data.
+    fig.savefig(output, dpi=110, metadata={"Software": None, "Source": source})
     plt.close(fig)
 
 
@@ -147,9 +157,10 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--layer", type=Path, default=BENCHMARKS / "bench_zca_layer.txt")
     parser.add_argument("--output", type=Path, default=BENCHMARKS / "ratios.png")
     args = parser.parse_args(argv)
-    eig_rows = eig_ratios(args.eig.read_text(encoding="utf-8"))
-    layer_rows = layer_ratios(args.layer.read_text(encoding="utf-8"))
-    plot(eig_rows, layer_rows, args.output)
+    eig_text = args.eig.read_text(encoding="utf-8")
+    layer_text = args.layer.read_text(encoding="utf-8")
+    source = f"sha256 {source_digest(eig_text, layer_text)} of {args.eig.name}, {args.layer.name}"
+    plot(eig_ratios(eig_text), layer_ratios(layer_text), args.output, source=source)
     return args.output
 
 
