@@ -54,7 +54,8 @@ def _code_blocks(page: str, language: str = "python") -> list[str]:
 @pytest.fixture(scope="module")
 def built_html(tmp_path_factory):
     """The HTML build of the docs, as ``make docs`` runs it; fails on any warning."""
-    for module in ("sphinx", "pydata_sphinx_theme", "numpydoc", "matplotlib", "myst_parser"):
+    extensions = ("pydata_sphinx_theme", "numpydoc", "matplotlib", "myst_parser")
+    for module in ("sphinx", *extensions, "sphinx-mathjax-offline"):
         pytest.importorskip(module)
     tmp_path = tmp_path_factory.mktemp("docs")
     env = {**os.environ, "MPLBACKEND": "Agg"}
