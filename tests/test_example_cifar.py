@@ -493,6 +493,16 @@ def test_bad_arguments_are_rejected(capsys):
         assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name", ["data", "guard", "model", "outputs", "report"])
+def test_docstring_examples_of_the_example(name):
+    import doctest
+
+    module = _import_example(name)
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE, verbose=False)
+    assert result.attempted > 0
+    assert result.failed == 0
+
+
 # ------------------------------------------------------------------- multi-process
 
 
