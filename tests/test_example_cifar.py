@@ -487,6 +487,7 @@ def test_bad_arguments_are_rejected(capsys):
         (["--max-steps", "0"], "--max-steps must be >= 1"),
         (["--lr", "nan"], "must be a finite number"),
         (["--gamma", "inf"], "must be a finite number"),
+        (["--milestones", "0,10"], "epochs are counted from 1"),
     ]:
         with pytest.raises(SystemExit):
             train.parse_args(argv)
@@ -501,6 +502,15 @@ def test_docstring_examples_of_the_example(name):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE, verbose=False)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_a_batch_the_processes_cannot_share_is_one_error_line(tmp_path, capsys, monkeypatch):
+    # As under torchrun with 3 processes (no process group is needed to get there).
+    monkeypatch.setattr(train, "setup_env", lambda args: train.Env(torch.device("cpu"), 0, 3))
+    monkeypatch.setattr(train.dist, "destroy_process_group", lambda: None)
+    assert run_main(tmp_path, "--norm", "bn") == train.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err == "error: --batch-size 32 must be divisible by the 3 processes\n"
 
 
 # ------------------------------------------------------------------- multi-process

@@ -49,18 +49,33 @@ else:  # run as a script: this folder is on sys.path
     from outputs import RunFiles
     from runtime import Env, all_reduce_sum, log, loud, seed_everything, setup_env
 
-# Exit statuses: 2 as argparse's for a bad command line, then one per failure.
+
+class UsageError(ValueError):
+    """The command line asks for something this run cannot do."""
+
+
+# Failures a user can act on: main() reports them as one "error:" line and exits
+# with their status (2, argparse's, for a bad command line).
 EXIT_USAGE = 2
 EXIT_NONFINITE = 3
 EXIT_NO_DATA = 4
 EXIT_BAD_CHECKPOINT = 5
+EXIT_STATUS = {
+    UsageError: EXIT_USAGE,
+    NonFiniteError: EXIT_NONFINITE,
+    data_lib.DatasetUnavailableError: EXIT_NO_DATA,
+    CheckpointError: EXIT_BAD_CHECKPOINT,
+}
 
 
 # ----------------------------------------------------------------------- arguments
 
 
 def _milestones(text: str) -> list[int]:
-    return sorted(int(m) for m in text.split(",") if m.strip())
+    milestones = sorted(int(m) for m in text.split(",") if m.strip())
+    if milestones and milestones[0] < 1:
+        raise argparse.ArgumentTypeError(f"epochs are counted from 1; got {text!r}")
+    return milestones
 
 
 def _finite_float(text: str) -> float:
@@ -774,10 +789,6 @@ def _run(args: argparse.Namespace, env: Env) -> dict:
     return summary
 
 
-class UsageError(ValueError):
-    """The command line asks for something this run cannot do."""
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status.
 
@@ -796,14 +807,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         run(args)
-    except (
-        UsageError,
-        NonFiniteError,
-        data_lib.DatasetUnavailableError,
-        CheckpointError,
-    ) as exc:
+    except tuple(EXIT_STATUS) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_STATUS[type(exc)]
+        return next(s for cls, s in EXIT_STATUS.items() if isinstance(exc, cls))
     finally:
         # Leave the process as it was (the tests call main() in-process).
         enabled, warn_only = deterministic_before
@@ -812,13 +818,6 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads_before)
     return 0
 
-
-EXIT_STATUS = {
-    UsageError: EXIT_USAGE,
-    NonFiniteError: EXIT_NONFINITE,
-    data_lib.DatasetUnavailableError: EXIT_NO_DATA,
-    CheckpointError: EXIT_BAD_CHECKPOINT,
-}
 
 if __name__ == "__main__":
     sys.exit(main())
