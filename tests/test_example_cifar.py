@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -129,8 +130,16 @@ def test_default_network_is_the_papers_resnet18():
     assert (defaults.epochs, defaults.batch_size, defaults.lr) == (350, 128, 0.1)
     assert (defaults.momentum, defaults.weight_decay) == (0.9, 5e-4)
     assert defaults.milestones == [100, 200, 300]
-    assert [train.lr_at(defaults, e) for e in (1, 100, 101, 200, 201, 301, 350)] == pytest.approx(
-        [0.1, 0.1, 0.01, 0.01, 0.001, 0.0001, 0.0001]
+    # The paper's schedule: 0.1, divided by 10 after epochs 100, 200 and 300.
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=defaults.lr)
+    scheduler = train.make_scheduler(optimizer, defaults)
+    lr_of_epoch = {}
+    for epoch in range(1, 351):
+        lr_of_epoch[epoch] = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()  # once per epoch, as the script does
+    assert [lr_of_epoch[e] for e in (1, 100, 101, 200, 201, 300, 301, 350)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001, 0.0001, 0.0001]
     )
 
 
@@ -167,15 +176,19 @@ def test_progress_bar_amp_channels_last_and_missing_tensorboard(tmp_path, capsys
 
 
 def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
-    common = [*NORM_ARGS["zca"], "--max-steps", "3", "--deterministic"]
+    # A milestone after epoch 1: the resumed run must continue the schedule.
+    common = [*NORM_ARGS["zca"], "--max-steps", "3", "--deterministic", "--milestones", "1"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert run_main(straight, *common, "--epochs", "2") == 0
     assert run_main(resumed, *common, "--epochs", "1") == 0
     assert [m["epoch"] for m in read_metrics(resumed)] == [1]
+    checkpoint = torch.load(resumed / "last.pt", weights_only=True)
+    assert checkpoint["scheduler"]["last_epoch"] == 1
     assert run_main(resumed, *common, "--epochs", "2", "--resume") == 0
     a, b = read_metrics(straight), read_metrics(resumed)
     assert [m["epoch"] for m in b] == [1, 2]
     assert [m["global_step"] for m in b] == [3, 6]
+    assert [m["lr"] for m in a] == [m["lr"] for m in b] == pytest.approx([0.1, 0.01])
     for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
         assert b[1][key] == pytest.approx(a[1][key], rel=1e-5), key
     # Nothing to do once the requested epochs are done; the metrics stay as they are.
@@ -183,15 +196,49 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path):
     assert len(read_metrics(resumed)) == 2
 
 
-def test_resume_refuses_a_different_model(tmp_path):
+def test_resume_refuses_a_different_model_with_one_error_line(tmp_path, capsys):
     assert run_main(tmp_path, *NORM_ARGS["bn"], "--epochs", "1", "--max-steps", "1") == 0
-    with pytest.raises(ValueError, match="different model"):
-        run_main(tmp_path, *NORM_ARGS["zca"], "--epochs", "2", "--max-steps", "1", "--resume")
+    capsys.readouterr()
+    rc = run_main(tmp_path, *NORM_ARGS["zca"], "--epochs", "2", "--max-steps", "1", "--resume")
+    assert rc == train.EXIT_BAD_CHECKPOINT
+    err = capsys.readouterr().err
+    assert err.startswith("error: --resume: the checkpoint ")
+    assert "is of a different model" in err
+    assert "Traceback" not in err
 
 
-def test_resume_without_checkpoint_is_an_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        run_main(tmp_path, "--norm", "bn", "--resume")
+@pytest.mark.parametrize("where", ["auto", "elsewhere"])
+def test_resume_without_checkpoint_is_one_error_line(tmp_path, capsys, where):
+    resume = ["--resume"] if where == "auto" else ["--resume", str(tmp_path / "nothing.pt")]
+    rc = run_main(tmp_path / "out", "--norm", "bn", *resume)
+    assert rc == train.EXIT_BAD_CHECKPOINT
+    err = capsys.readouterr().err
+    assert err.startswith("error: --resume: no checkpoint at ")
+    assert err.count("\n") == 1
+
+
+def test_resume_refuses_a_checkpoint_that_is_not_one(tmp_path, capsys):
+    (tmp_path / "last.pt").write_bytes(b"not a checkpoint")
+    assert run_main(tmp_path, "--norm", "bn", "--resume") == train.EXIT_BAD_CHECKPOINT
+    assert "cannot be read as a checkpoint" in capsys.readouterr().err
+    torch.save({"model": {}}, tmp_path / "last.pt")
+    assert run_main(tmp_path, "--norm", "bn", "--resume") == train.EXIT_BAD_CHECKPOINT
+    assert "lacks optimizer, scheduler" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_checkpoint_with_non_finite_values(tmp_path, capsys):
+    common = [*NORM_ARGS["zca"], "--max-steps", "1"]
+    assert run_main(tmp_path, *common, "--epochs", "1") == 0
+    checkpoint = torch.load(tmp_path / "last.pt", weights_only=True)
+    name = next(k for k, v in checkpoint["model"].items() if "running" in k)
+    checkpoint["model"][name].fill_(float("inf"))
+    torch.save(checkpoint, tmp_path / "last.pt")
+    capsys.readouterr()
+    assert run_main(tmp_path, *common, "--epochs", "2", "--resume") == train.EXIT_BAD_CHECKPOINT
+    err = capsys.readouterr().err
+    assert f"holds non-finite values in {name}" in err
+    assert "diverged" in err
+    assert [m["epoch"] for m in read_metrics(tmp_path)] == [1]
 
 
 # ------------------------------------------------------------------------ NaN guard
@@ -211,6 +258,75 @@ def test_nan_guard_names_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path,
     last = torch.load(tmp_path / "last.pt", weights_only=True)
     assert last["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+
+
+def _strict_json(text: str):
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _checkpoint_is_good(path: Path) -> bool:
+    checkpoint = torch.load(path, weights_only=True)
+    tensors = [v for v in checkpoint["model"].values() if v.is_floating_point()]
+    losses = [checkpoint["metrics"][k] for k in ("train_loss", "test_loss")]
+    return all(bool(torch.isfinite(t).all()) for t in tensors) and all(
+        math.isfinite(v) for v in losses
+    )
+
+
+def test_nan_guard_checks_the_state_at_the_end_of_an_epoch(tmp_path, capsys, monkeypatch):
+    # Epoch 2 ends with finite losses but an infinite buffer (as when running
+    # variances overflow): its checkpoint must not replace epoch 1's.
+    evaluate = train.evaluate
+
+    def evaluate_after_corrupting(training):
+        if training.epoch == 1:  # during epoch 2
+            training.raw.stem_norm.running_mean.fill_(float("inf"))
+        return evaluate(training)
+
+    monkeypatch.setattr(train, "evaluate", evaluate_after_corrupting)
+    common = [*NORM_ARGS["zca"], "--max-steps", "2"]
+    assert run_main(tmp_path, *common, "--epochs", "3") == train.EXIT_NONFINITE
+    err = capsys.readouterr().err
+    assert "at the end of epoch 2, " in err
+    assert "buffer 'stem_norm.running_mean' is not finite" in err
+    assert f"The last good checkpoint is {tmp_path / 'last.pt'} (end of epoch 1)" in err
+    assert [m["epoch"] for m in read_metrics(tmp_path)] == [1]
+    for name in ("last.pt", "best.pt"):
+        assert torch.load(tmp_path / name, weights_only=True)["epoch"] == 1
+        assert _checkpoint_is_good(tmp_path / name)
+    # ... and the run continues from that checkpoint.
+    monkeypatch.setattr(train, "evaluate", evaluate)
+    assert run_main(tmp_path, *common, "--epochs", "2", "--resume") == 0
+    assert [m["epoch"] for m in read_metrics(tmp_path)] == [1, 2]
+
+
+def test_a_diverging_run_leaves_only_checkpoints_it_can_resume_from(tmp_path, capsys):
+    # --lr 1000: losses overflow within the first epochs (the test loss goes
+    # NaN while the training loss is still finite).
+    common = [*NORM_ARGS["zca"], "--max-steps", "3"]
+    assert run_main(tmp_path, *common, "--epochs", "3", "--lr", "1000") == train.EXIT_NONFINITE
+    err = capsys.readouterr().err
+    assert "Numerical failure in training" in err
+    metrics = [
+        _strict_json(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+    ]
+    for m in metrics:
+        assert all(math.isfinite(m[k]) for k in ("train_loss", "test_loss")), m
+    written = [tmp_path / n for n in ("last.pt", "best.pt") if (tmp_path / n).exists()]
+    assert all(_checkpoint_is_good(path) for path in written)
+    if written:
+        assert f"The last good checkpoint is {tmp_path / 'last.pt'}" in err
+    else:
+        assert "No checkpoint had been written yet" in err
+
+
+def test_metrics_are_strict_json():
+    outputs = _import_example("outputs")
+    line = outputs.json_line({"epoch": 1, "test_loss": float("nan"), "x": float("-inf")})
+    assert _strict_json(line) == {"epoch": 1, "test_loss": None, "x": None}
 
 
 def test_nan_guard_catches_a_diverging_run(tmp_path, capsys):
@@ -289,14 +405,25 @@ def test_fallback_to_synthetic_only_when_asked_and_loudly(tmp_path, capsys):
     )  # fmt: skip
     assert rc == 0
     captured = capsys.readouterr()
-    assert "WARNING: CIFAR-100 is not available" in captured.err
-    assert "training on the SYNTHETIC data set instead" in captured.out
+    both = captured.out + captured.err
+    assert both.count("WARNING: CIFAR-100 is not available") == 1  # once, on stderr
+    assert captured.err.count("training on the SYNTHETIC data set instead") == 1
+    assert "synthetic (not cifar100: see the warning)" in captured.out
     args = json.loads((tmp_path / "args.json").read_text())
     assert (args["dataset"], args["dataset_used"], args["num_classes"]) == (
         "cifar100",
         "synthetic",
         100,
     )
+
+
+def test_a_run_says_where_its_results_are(tmp_path, capsys):
+    assert run_main(tmp_path, "--norm", "bn", "--epochs", "1", "--max-steps", "1") == 0
+    out = capsys.readouterr().out
+    assert f"results in {tmp_path}/:" in out
+    for name in ("metrics.jsonl", "last.pt", "best.pt", "args.json"):
+        assert f"\n  {name} " in out
+        assert (tmp_path / name).is_file()
 
 
 def test_synthetic_data_is_deterministic_balanced_and_split():
@@ -358,10 +485,32 @@ def test_bad_arguments_are_rejected(capsys):
         (["--norm", "bn", "--group-size", "4"], "apply to --norm zca and pca"),
         (["--norm", "pca", "--n-components", "99"], "--n-components must be in"),
         (["--max-steps", "0"], "--max-steps must be >= 1"),
+        (["--lr", "nan"], "must be a finite number"),
+        (["--gamma", "inf"], "must be a finite number"),
+        (["--milestones", "0,10"], "epochs are counted from 1"),
     ]:
         with pytest.raises(SystemExit):
             train.parse_args(argv)
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["data", "guard", "model", "outputs", "report"])
+def test_docstring_examples_of_the_example(name):
+    import doctest
+
+    module = _import_example(name)
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE, verbose=False)
+    assert result.attempted > 0
+    assert result.failed == 0
+
+
+def test_a_batch_the_processes_cannot_share_is_one_error_line(tmp_path, capsys, monkeypatch):
+    # As under torchrun with 3 processes (no process group is needed to get there).
+    monkeypatch.setattr(train, "setup_env", lambda args: train.Env(torch.device("cpu"), 0, 3))
+    monkeypatch.setattr(train.dist, "destroy_process_group", lambda: None)
+    assert run_main(tmp_path, "--norm", "bn") == train.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err == "error: --batch-size 32 must be divisible by the 3 processes\n"
 
 
 # ------------------------------------------------------------------- multi-process

@@ -1,6 +1,18 @@
-"""The NaN/inf guard of the CIFAR example: stop at the first non-finite step, and say where."""
+"""The NaN/inf guard of the CIFAR example: stop at the first non-finite value, and say where.
+
+Two checks. During an epoch, :class:`NonFiniteGuard` finds the first step whose
+loss is NaN or infinite. At the end of an epoch, :meth:`NonFiniteGuard.check_epoch`
+requires the epoch's losses and every parameter and buffer of the network to be
+finite before its checkpoint may be written: a diverging run can end an epoch
+with a finite training loss and yet infinite running statistics (whose test
+loss is NaN), and a checkpoint of that state would fail again at once when
+resumed. So every checkpoint the script writes is one a run can continue from.
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch.distributed as dist
@@ -12,18 +24,55 @@ else:  # run as a script: this folder is on sys.path
     from runtime import Env
 
 
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the message names epoch and step."""
+class NonFiniteError(RuntimeError):
+    """Training produced NaN or infinite values; the message says where and when."""
+
+
+def finite_flags(tensors: Iterable[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """One bool per tensor: are all its entries finite (integer tensors always are).
+
+    Computed on the device as one stacked tensor, so reading it costs a single
+    synchronisation however many tensors there are.
+    """
+    flags = [
+        torch.isfinite(t).all().to(device)
+        if t.is_floating_point() or t.is_complex()
+        else torch.ones((), dtype=torch.bool, device=device)
+        for t in tensors
+    ]
+    return torch.stack(flags) if flags else torch.ones(0, dtype=torch.bool, device=device)
+
+
+def nonfinite_entries(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """The names of the tensors of ``state`` (a state dict) that hold NaN or inf.
+
+    Examples
+    --------
+    >>> nonfinite_entries({"w": torch.ones(2), "running_var": torch.tensor([1.0, float("inf")])})
+    ['running_var']
+    """
+    tensors = {k: v for k, v in state.items() if torch.is_tensor(v)}
+    if not tensors:
+        return []
+    device = next(iter(tensors.values())).device
+    flags = finite_flags(tensors.values(), device).tolist()
+    return [name for name, ok in zip(tensors, flags, strict=True) if not ok]
+
+
+def _listing(items: list[str], at_most: int = 3) -> str:
+    shown = ", ".join(items[:at_most])
+    return shown + (f" and {len(items) - at_most} more" if len(items) > at_most else "")
 
 
 class NonFiniteGuard:
-    """Finds the first step whose loss was NaN/inf, checking every few steps.
+    """Checks one epoch: its losses step by step, then its end state.
 
-    Losses stay on the device and are inspected every ``interval`` steps, so the
-    guard costs one synchronisation per interval rather than one per step; the
-    step it names is still the exact first bad one. Under torchrun every rank
-    checks at the same steps and they agree on the earliest bad step, so all
-    of them stop together.
+    Losses stay on the device and are inspected every ``interval`` steps (by
+    the caller's :meth:`check`), so the guard costs one synchronisation per
+    interval rather than one per step; the step it names is still the exact
+    first bad one. Under torchrun every rank checks at the same steps and they
+    agree on the earliest bad step (and on the end-of-epoch verdict), so all of
+    them stop together.
     """
 
     def __init__(self, env: Env, epoch: int, checkpoint_note: str):
@@ -48,14 +97,44 @@ class NonFiniteGuard:
         first = int(first.item())
         if first < len(self.pending):
             step, global_step, loss = self.pending[first]
-            self.fail(step, global_step, f"the training loss is {loss.item()}")
+            self.fail(
+                f"the training loss is {loss.item()} at epoch {self.epoch}, step {step} "
+                f"(global step {global_step})"
+            )
         self.pending.clear()
 
-    def fail(self, step: int, global_step: int, what: str) -> None:
-        raise NonFiniteLossError(
-            f"Numerical failure in training: {what} at epoch {self.epoch}, step {step} "
-            f"(global step {global_step}). Training stopped (a diverging run: try a lower "
-            f"--lr). {self.checkpoint_note}"
+    def check_epoch(self, model: nn.Module, losses: Mapping[str, float]) -> None:
+        """Raise unless ``losses`` and all of ``model``'s parameters and buffers are finite.
+
+        ``losses`` are the epoch's reduced losses (the same on every rank); the
+        tensors are checked on every rank and the ranks agree, since
+        per-process statistics (BatchNorm on CPU under torchrun) may differ.
+        """
+        tensors = dict(model.named_parameters())
+        kinds = dict.fromkeys(tensors, "parameter")
+        for name, buffer in model.named_buffers():
+            tensors[name], kinds[name] = buffer, "buffer"
+        flags = finite_flags(tensors.values(), self.env.device)
+        if self.env.distributed:
+            flags = flags.to(torch.int32)
+            dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+        bad = [
+            f"the {key.replace('_', ' ')} is {value}"
+            for key, value in losses.items()
+            if not math.isfinite(value)
+        ]
+        oks = flags.tolist()
+        bad_tensors = [f"{kinds[n]} {n!r}" for n, ok in zip(tensors, oks, strict=True) if not ok]
+        if bad_tensors:
+            verb = "is" if len(bad_tensors) == 1 else "are"
+            bad.append(f"{_listing(bad_tensors)} {verb} not finite")
+        if bad:
+            self.fail(f"at the end of epoch {self.epoch}, {'; '.join(bad)}")
+
+    def fail(self, what: str) -> None:
+        raise NonFiniteError(
+            f"Numerical failure in training: {what}. Training stopped (a diverging run: try a "
+            f"lower --lr). {self.checkpoint_note}"
         )
 
 

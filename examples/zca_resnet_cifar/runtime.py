@@ -58,15 +58,16 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def log(env: Env, *msg: object, file=sys.stdout) -> None:
+def log(env: Env, *msg: object, file=None) -> None:
+    # sys.stdout looked up at each call, not bound at import: it may be replaced.
     if env.is_main:
-        print(*msg, file=file, flush=True)
+        print(*msg, file=file or sys.stdout, flush=True)
 
 
 def loud(env: Env, text: str) -> None:
+    """``text`` in a box, once, on stderr (with the progress bars and errors)."""
     bar = "=" * 78
-    for stream in (sys.stderr, sys.stdout):
-        log(env, f"{bar}\n{text}\n{bar}", file=stream)
+    log(env, f"{bar}\n{text}\n{bar}", file=sys.stderr)
 
 
 def atomic_save(obj: object, path: Path) -> None:

@@ -21,12 +21,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
-import json
+import math
 import os
 import platform
 import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,24 +36,54 @@ from torch import nn
 
 if __package__:  # imported as a package (the tests)
     from . import data as data_lib
-    from .guard import NonFiniteGuard, NonFiniteLossError, diagnose_failure
+    from .checkpoint import CheckpointError, load_checkpoint
+    from .guard import NonFiniteError, NonFiniteGuard, diagnose_failure
     from .model import NORMS, ModelConfig, ResNet, parse_blocks
-    from .runtime import Env, all_reduce_sum, atomic_save, log, loud, seed_everything, setup_env
+    from .outputs import RunFiles
+    from .runtime import Env, all_reduce_sum, log, loud, seed_everything, setup_env
 else:  # run as a script: this folder is on sys.path
     import data as data_lib
-    from guard import NonFiniteGuard, NonFiniteLossError, diagnose_failure
+    from checkpoint import CheckpointError, load_checkpoint
+    from guard import NonFiniteError, NonFiniteGuard, diagnose_failure
     from model import NORMS, ModelConfig, ResNet, parse_blocks
-    from runtime import Env, all_reduce_sum, atomic_save, log, loud, seed_everything, setup_env
+    from outputs import RunFiles
+    from runtime import Env, all_reduce_sum, log, loud, seed_everything, setup_env
 
+
+class UsageError(ValueError):
+    """The command line asks for something this run cannot do."""
+
+
+# Failures a user can act on: main() reports them as one "error:" line and exits
+# with their status (2, argparse's, for a bad command line).
+EXIT_USAGE = 2
 EXIT_NONFINITE = 3
 EXIT_NO_DATA = 4
+EXIT_BAD_CHECKPOINT = 5
+EXIT_STATUS = {
+    UsageError: EXIT_USAGE,
+    NonFiniteError: EXIT_NONFINITE,
+    data_lib.DatasetUnavailableError: EXIT_NO_DATA,
+    CheckpointError: EXIT_BAD_CHECKPOINT,
+}
 
 
 # ----------------------------------------------------------------------- arguments
 
 
 def _milestones(text: str) -> list[int]:
-    return sorted(int(m) for m in text.split(",") if m.strip())
+    milestones = sorted(int(m) for m in text.split(",") if m.strip())
+    if milestones and milestones[0] < 1:
+        raise argparse.ArgumentTypeError(f"epochs are counted from 1; got {text!r}")
+    return milestones
+
+
+def _finite_float(text: str) -> float:
+    # float() accepts "nan" and "inf", which would only surface as a NaN loss.
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number; got {text!r}")
+    return value
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -124,10 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="zca/pca: eigenvector gradient (svdpi.eig_vjp)",
     )
     g.add_argument("--num-iters", type=int, default=19, help="zca/pca: power-iteration steps")
-    g.add_argument("--eps", type=float, default=1e-4, help="zca/pca: added to the covariance")
+    g.add_argument(
+        "--eps", type=_finite_float, default=1e-4, help="zca/pca: added to the covariance"
+    )
     g.add_argument(
         "--norm-momentum",
-        type=float,
+        type=_finite_float,
         default=0.1,
         help="momentum of the stem norm's running statistics",
     )
@@ -150,16 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=128, help="global batch size, split over the processes"
     )
     g.add_argument("--eval-batch-size", type=int, default=500, help="batch size of evaluation")
-    g.add_argument("--lr", type=float, default=0.1, help="initial learning rate")
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    g.add_argument("--weight-decay", type=float, default=5e-4, help="on all parameters")
+    g.add_argument("--lr", type=_finite_float, default=0.1, help="initial learning rate")
+    g.add_argument("--momentum", type=_finite_float, default=0.9, help="SGD momentum")
+    g.add_argument("--weight-decay", type=_finite_float, default=5e-4, help="on all parameters")
     g.add_argument(
         "--milestones",
         type=_milestones,
         default=[100, 200, 300],
         help="epochs after which the lr is multiplied by --gamma ('' for none)",
     )
-    g.add_argument("--gamma", type=float, default=0.1, help="lr factor at each milestone")
+    g.add_argument("--gamma", type=_finite_float, default=0.1, help="lr factor at each milestone")
     g.add_argument(
         "--max-steps",
         type=int,
@@ -277,9 +310,18 @@ def model_config(args: argparse.Namespace, num_classes: int) -> ModelConfig:
     )
 
 
-def lr_at(args: argparse.Namespace, epoch: int) -> float:
-    """Learning rate of (1-based) ``epoch``: 0.1 for epochs 1-100, 0.01 for 101-200, ..."""
-    return args.lr * args.gamma ** sum(epoch > m for m in args.milestones)
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, args: argparse.Namespace
+) -> torch.optim.lr_scheduler.MultiStepLR:
+    """The learning rate: ``--lr``, times ``--gamma`` after each of the ``--milestones`` epochs.
+
+    Stepped once at the end of every epoch, so epoch ``e`` (1-based) trains at
+    ``lr * gamma ** (number of milestones < e)``: with the defaults 0.1 for
+    epochs 1-100, 0.01 for 101-200, and so on.
+    """
+    return torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=args.milestones, gamma=args.gamma
+    )
 
 
 # ---------------------------------------------------------------------------- data
@@ -312,6 +354,28 @@ def load_data(args: argparse.Namespace, env: Env) -> tuple[data_lib.Dataset, str
     return data_lib.make_synthetic(args.synthetic_size, test_size, classes), note
 
 
+def make_loaders(
+    dataset: data_lib.Dataset, args: argparse.Namespace, env: Env
+) -> tuple[data_lib.TensorBatches, data_lib.TensorBatches]:
+    """Training and test batches of this process's shard, on the training device.
+
+    The whole data set goes to the device (CIFAR-10: 150 MB of uint8): batches
+    are gathered, augmented and normalised there.
+    """
+    common = {"rank": env.rank, "world_size": env.world_size, "channels_last": args.channels_last}
+    train = data_lib.TensorBatches(
+        dataset.train.to(env.device),
+        batch_size=args.batch_size // env.world_size,
+        train=True,
+        seed=args.seed,
+        **common,
+    )
+    test = data_lib.TensorBatches(
+        dataset.test.to(env.device), batch_size=args.eval_batch_size, train=False, **common
+    )
+    return train, test
+
+
 # --------------------------------------------------------------------------- model
 
 
@@ -340,63 +404,199 @@ def build_model(config: ModelConfig, args: argparse.Namespace, env: Env):
     return raw, model
 
 
+# ------------------------------------------------------------------ training state
+
+
+@dataclass
+class Training:
+    """Everything a run trains with, and how far it has got.
+
+    ``raw`` is the network whose state is saved and evaluated; ``model`` is what
+    the training steps call (``raw``, wrapped for DDP and compiled as asked).
+    """
+
+    args: argparse.Namespace
+    env: Env
+    dataset: data_lib.Dataset
+    config: ModelConfig
+    raw: nn.Module
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.MultiStepLR
+    scaler: torch.amp.GradScaler
+    train_loader: data_lib.TensorBatches
+    test_loader: data_lib.TensorBatches
+    epoch: int = 0  # the last finished epoch
+    global_step: int = 0
+    best_test_acc: float = -1.0
+    # The newest checkpoint a failed run can be resumed from, and its epoch.
+    last_good: tuple[Path, int] | None = None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.args.amp)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.env.device.type, dtype=dtype)
+
+    def checkpoint_note(self) -> str:
+        """Where a failed run can be resumed from, for its error message."""
+        if self.last_good is None:
+            return "No checkpoint had been written yet."
+        path, epoch = self.last_good
+        return (
+            f"The last good checkpoint is {path} (end of epoch {epoch}); it was not overwritten."
+        )
+
+    def state_dict(self, metrics: dict) -> dict:
+        return {
+            "model": self.raw.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "best_test_acc": self.best_test_acc,
+            "model_config": self.config.to_dict(),
+            "metrics": metrics,
+        }
+
+    def load_state_dict(self, checkpoint: dict) -> None:
+        # The optimiser's and the schedule's settings (lr, momentum, milestones,
+        # gamma, ...) are the checkpoint's: resuming continues that run.
+        self.raw.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        self.epoch = checkpoint["epoch"]
+        self.global_step = checkpoint["global_step"]
+        self.best_test_acc = checkpoint["best_test_acc"]
+
+
+def resume_path(args: argparse.Namespace) -> Path | None:
+    if args.resume is None:
+        return None
+    return Path(args.out_dir) / "last.pt" if args.resume == "auto" else Path(args.resume)
+
+
+def build_training(args: argparse.Namespace, env: Env) -> tuple[Training, str]:
+    """The run's data, network, optimiser and schedule, restored from ``--resume`` if given.
+
+    Also returns the note to show when the data set is not the one asked for.
+    """
+    if args.batch_size % env.world_size:
+        raise UsageError(
+            f"--batch-size {args.batch_size} must be divisible by the {env.world_size} processes"
+        )
+    dataset, fallback_note = load_data(args, env)
+    config = model_config(args, dataset.num_classes)
+    checkpoint = None
+    if (path := resume_path(args)) is not None:
+        checkpoint = load_checkpoint(path, env.device, config.to_dict())  # before the slow part
+    train_loader, test_loader = make_loaders(dataset, args, env)
+    raw, model = build_model(config, args, env)
+    optimizer = torch.optim.SGD(
+        raw.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay
+    )
+    training = Training(
+        args=args,
+        env=env,
+        dataset=dataset,
+        config=config,
+        raw=raw,
+        model=model,
+        optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, args),
+        scaler=torch.amp.GradScaler(env.device.type, enabled=args.amp == "fp16"),
+        train_loader=train_loader,
+        test_loader=test_loader,
+    )
+    if checkpoint is not None:
+        try:
+            training.load_state_dict(checkpoint)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"--resume: {path} does not fit this run ({exc})") from exc
+        training.last_good = (path, training.epoch)
+    return training, fallback_note
+
+
 # ------------------------------------------------------------------------ training
 
 
-def train_one_epoch(ctx: dict, epoch: int) -> dict:
-    args, env, model = ctx["args"], ctx["env"], ctx["model"]
-    loader, optimizer, scaler = ctx["train_loader"], ctx["optimizer"], ctx["scaler"]
-    criterion = nn.CrossEntropyLoss()
-    model.train()
-    loader.set_epoch(epoch)
-    lr = lr_at(args, epoch)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    steps = len(loader) if args.max_steps is None else min(len(loader), args.max_steps)
-    guard = NonFiniteGuard(env, epoch, ctx["checkpoint_note"]())
-    bar = None
-    if args.progress and env.is_main:
-        from tqdm.auto import tqdm
+def _progress_bar(training: Training, epoch: int, steps: int):
+    args = training.args
+    if not (args.progress and training.env.is_main):
+        return None
+    from tqdm.auto import tqdm
 
-        bar = tqdm(
-            total=steps,
-            desc=f"epoch {epoch}/{args.epochs}",
-            unit="step",
-            dynamic_ncols=True,
-            leave=True,
-            file=sys.stderr,
-        )
+    return tqdm(
+        total=steps,
+        desc=f"epoch {epoch}/{args.epochs}",
+        unit="step",
+        dynamic_ncols=True,
+        leave=True,
+        file=sys.stderr,
+    )
+
+
+def _train_step(
+    training: Training, x: torch.Tensor, y: torch.Tensor, global_step: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on the batch (x, y); returns the (loss, logits) tensors."""
+    with training.autocast():
+        logits = training.model(x)
+        loss = nn.functional.cross_entropy(logits.float(), y)
+    if training.args.inject_nan_at_step == global_step:
+        loss = loss * float("nan")
+    training.optimizer.zero_grad(set_to_none=True)
+    training.scaler.scale(loss).backward()
+    training.scaler.step(training.optimizer)
+    training.scaler.update()
+    return loss, logits
+
+
+def _report_failed_step(
+    training: Training, guard: NonFiniteGuard, x: torch.Tensor, where: str, exc: Exception
+) -> None:
+    """Raise the guard's error if a step raised because the values stopped being finite.
+
+    Diverging weights can make a layer raise (an eigensolver refuses a
+    non-finite matrix) before any loss is NaN: report the first bad loss if
+    there was one, else where the values stopped being finite. Returns if the
+    step failed for another reason (the caller re-raises it).
+    """
+    guard.check()
+    nonfinite, what = diagnose_failure(training.raw, x)
+    # ... or the layer says so itself ("the batch covariance has NaN or infinite entries").
+    numerical = isinstance(exc, torch.linalg.LinAlgError) or bool(
+        re.search(r"\b(nan|inf|infinite|finite)\b", str(exc), re.IGNORECASE)
+    )
+    if nonfinite or numerical:
+        guard.fail(f"{what} {where}; the step raised {exc!r}")
+
+
+def train_one_epoch(training: Training, epoch: int, guard: NonFiniteGuard) -> dict:
+    """Train one epoch; returns its metrics, summed over the processes."""
+    args, env = training.args, training.env
+    loader = training.train_loader
+    training.model.train()
+    loader.set_epoch(epoch)
+    lr = training.optimizer.param_groups[0]["lr"]
+    steps = len(loader) if args.max_steps is None else min(len(loader), args.max_steps)
+    bar = _progress_bar(training, epoch, steps)
     # Running sums stay on the device (no synchronisation per step): loss*n, correct.
     sums = torch.zeros(2, dtype=torch.float64, device=env.device)
     seen = 0
     start = time.perf_counter()
     step = 0
     for step, (x, y) in enumerate(itertools.islice(loader, steps), start=1):
-        global_step = ctx["global_step"] + 1
+        global_step = training.global_step + 1
         try:
-            with ctx["autocast"]():
-                logits = model(x)
-                loss = criterion(logits.float(), y)
-            if args.inject_nan_at_step == global_step:
-                loss = loss * float("nan")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            loss, logits = _train_step(training, x, y, global_step)
         except Exception as exc:
-            # Diverging weights can make a layer raise (an eigensolver refuses a
-            # non-finite matrix) before any loss is NaN: report the first bad
-            # loss if there was one, else where the values stopped being finite.
-            guard.check()
-            nonfinite, where = diagnose_failure(ctx["raw"], x)
-            # ... or says so itself ("the batch covariance has NaN or infinite entries").
-            numerical = isinstance(exc, torch.linalg.LinAlgError) or bool(
-                re.search(r"\b(nan|inf|infinite|finite)\b", str(exc), re.IGNORECASE)
-            )
-            if nonfinite or numerical:
-                guard.fail(step, global_step, f"{where}; the step raised {exc!r}")
+            where = f"at epoch {epoch}, step {step} (global step {global_step})"
+            _report_failed_step(training, guard, x, where, exc)
             raise
-        ctx["global_step"] = global_step
+        training.global_step = global_step
         guard.add(step, global_step, loss)
         sums += torch.stack(
             [loss.detach().double() * y.shape[0], (logits.argmax(1) == y).sum().double()]
@@ -436,20 +636,19 @@ def train_one_epoch(ctx: dict, epoch: int) -> dict:
 
 
 @torch.no_grad()
-def evaluate(ctx: dict) -> dict:
+def evaluate(training: Training) -> dict:
+    """Loss and accuracy on the test set, summed over the processes."""
     # The raw model: DDP's forward would broadcast buffers, a collective that
     # ranks with different numbers of test batches cannot all join.
-    env, model = ctx["env"], ctx["raw"]
+    env, model = training.env, training.raw
     model.eval()
     sums = torch.zeros(2, dtype=torch.float64, device=env.device)
     seen = 0
-    criterion = nn.CrossEntropyLoss(reduction="sum")
-    for x, y in ctx["test_loader"]:
-        with ctx["autocast"]():
+    for x, y in training.test_loader:
+        with training.autocast():
             logits = model(x)
-        sums += torch.stack(
-            [criterion(logits.float(), y).double(), (logits.argmax(1) == y).sum().double()]
-        )
+        loss_sum = nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+        sums += torch.stack([loss_sum.double(), (logits.argmax(1) == y).sum().double()])
         seen += y.shape[0]
     totals = torch.cat([sums, torch.tensor([seen], dtype=torch.float64, device=env.device)])
     loss_sum, correct, n = all_reduce_sum(totals, env).tolist()
@@ -460,10 +659,87 @@ def evaluate(ctx: dict) -> dict:
     }
 
 
-def load_checkpoint(path: Path, env: Env) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-    return torch.load(path, map_location=env.device, weights_only=True)
+def run_epoch(training: Training, epoch: int) -> dict:
+    """Train and evaluate ``epoch``; check its end state before anything is saved.
+
+    Raises
+    ------
+    NonFiniteError
+        If a loss, a parameter or a buffer is not finite: the epoch is then not
+        recorded and the previous checkpoint stays the last one.
+    """
+    guard = NonFiniteGuard(training.env, epoch, training.checkpoint_note())
+    metrics = {"epoch": epoch, **train_one_epoch(training, epoch, guard)}
+    metrics.update(evaluate(training))
+    guard.check_epoch(training.raw, {k: metrics[k] for k in ("train_loss", "test_loss")})
+    training.scheduler.step()
+    training.epoch = epoch
+    training.best_test_acc = max(training.best_test_acc, metrics["test_acc"])
+    metrics["global_step"] = training.global_step
+    metrics["best_test_acc"] = training.best_test_acc
+    return metrics
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def run_record(training: Training) -> dict:
+    """The settings and circumstances of a run, for ``args.json``."""
+    args, env, dataset, raw = training.args, training.env, training.dataset, training.raw
+    return {
+        **{k: v for k, v in vars(args).items() if k != "inject_nan_at_step"},
+        "blocks": list(args.blocks),
+        "dataset_used": dataset.name,
+        "num_classes": dataset.num_classes,
+        "train_size": len(dataset.train),
+        "test_size": len(dataset.test),
+        "model_config": training.config.to_dict(),
+        "stem_norm_class": type(getattr(raw, "stem_norm", None)).__name__,
+        "num_parameters": sum(p.numel() for p in raw.parameters()),
+        "world_size": env.world_size,
+        "device": str(env.device),
+        "device_name": (
+            torch.cuda.get_device_name(env.device)
+            if env.device.type == "cuda"
+            else platform.processor() or "cpu"
+        ),
+        "torch_version": torch.__version__,
+        "command": sys.argv,
+    }
+
+
+def log_start(training: Training, files: RunFiles) -> None:
+    args, env, dataset = training.args, training.env, training.dataset
+    stem = type(getattr(training.raw, "stem_norm", None)).__name__
+    instead = "" if dataset.name == args.dataset else f" (not {args.dataset}: see the warning)"
+    log(
+        env,
+        f"{dataset.name}{instead}: {len(dataset.train)} train / {len(dataset.test)} test images, "
+        f"{dataset.num_classes} classes; stem norm {training.config.norm} ({stem}); "
+        f"device {env.device} x{env.world_size}; out-dir {files.out}",
+    )
+    if env.distributed and env.device.type != "cuda" and args.sync_bn:
+        log(
+            env,
+            "note: BatchNorm layers keep per-process statistics on CPU "
+            "(SyncBatchNorm needs GPUs); whitening layers are synchronised.",
+        )
+    if training.epoch >= args.epochs:
+        log(
+            env,
+            f"nothing to do: the checkpoint is at epoch {training.epoch} "
+            f"and --epochs is {args.epochs}",
+        )
+
+
+def log_epoch(training: Training, m: dict) -> None:
+    log(
+        training.env,
+        f"epoch {m['epoch']}/{training.args.epochs}: train loss {m['train_loss']:.4f} "
+        f"acc {m['train_acc']:.2f}% | test loss {m['test_loss']:.4f} "
+        f"acc {m['test_acc']:.2f}% (best {m['best_test_acc']:.2f}%) | "
+        f"{m['images_per_s']:.0f} img/s, lr {m['lr']:g}",
+    )
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -481,206 +757,45 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _run(args: argparse.Namespace, env: Env) -> dict:
-    out = Path(args.out_dir)
     seed_everything(args.seed, args.deterministic)
-    if args.batch_size % env.world_size:
-        raise ValueError(
-            f"--batch-size {args.batch_size} must be divisible by the {env.world_size} processes"
-        )
-    dataset, fallback_note = load_data(args, env)
+    training, fallback_note = build_training(args, env)
     if fallback_note:
         loud(env, fallback_note)
-    config = model_config(args, dataset.num_classes)
-
-    checkpoint = None
-    if args.resume is not None:
-        path = out / "last.pt" if args.resume == "auto" else Path(args.resume)
-        checkpoint = load_checkpoint(path, env)
-        if checkpoint["model_config"] != config.to_dict():
-            raise ValueError(
-                f"--resume: the checkpoint {path} is of a different model:\n"
-                f"  checkpoint: {checkpoint['model_config']}\n  this run:   {config.to_dict()}"
-            )
-
-    # Whole data set on the device (CIFAR-10: 150 MB of uint8): batches are
-    # gathered, augmented and normalised there.
-    train_data = dataset.train.to(env.device)
-    test_data = dataset.test.to(env.device)
-    per_rank_batch = args.batch_size // env.world_size
-    common = {"rank": env.rank, "world_size": env.world_size, "channels_last": args.channels_last}
-    train_loader = data_lib.TensorBatches(
-        train_data, batch_size=per_rank_batch, train=True, seed=args.seed, **common
+    files = RunFiles(Path(args.out_dir), env)
+    files.start(
+        run_record(training),
+        first_epoch=training.epoch + 1,
+        resumed=training.last_good is not None,
+        tensorboard=args.tensorboard,
     )
-    test_loader = data_lib.TensorBatches(
-        test_data, batch_size=args.eval_batch_size, train=False, **common
-    )
-
-    raw, model = build_model(config, args, env)
-    optimizer = torch.optim.SGD(
-        raw.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay
-    )
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
-    scaler = torch.amp.GradScaler(env.device.type, enabled=args.amp == "fp16")
-
-    def autocast():
-        if amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(env.device.type, dtype=amp_dtype)
-
-    first_epoch, best_acc, global_step = 1, -1.0, 0
-    if checkpoint is not None:
-        raw.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        first_epoch = checkpoint["epoch"] + 1
-        best_acc = checkpoint["best_test_acc"]
-        global_step = checkpoint["global_step"]
-
-    metrics_path = out / "metrics.jsonl"
-    tb_writer = None
-    if env.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if checkpoint is not None and metrics_path.exists():
-            # Keep the epochs the checkpoint has seen: a run stopped between its
-            # metrics line and its checkpoint must not list an epoch twice.
-            lines = metrics_path.read_text().splitlines()
-            kept = [ln for ln in lines if ln.strip() and json.loads(ln)["epoch"] < first_epoch]
-            metrics_path.write_text("".join(ln + "\n" for ln in kept))
-        elif checkpoint is None:
-            metrics_path.write_text("")
-        stem = type(getattr(raw, "stem_norm", None)).__name__
-        record = {
-            **{k: v for k, v in vars(args).items() if k != "inject_nan_at_step"},
-            "blocks": list(args.blocks),
-            "dataset_used": dataset.name,
-            "num_classes": dataset.num_classes,
-            "train_size": len(dataset.train),
-            "test_size": len(dataset.test),
-            "model_config": config.to_dict(),
-            "stem_norm_class": stem,
-            "num_parameters": sum(p.numel() for p in raw.parameters()),
-            "world_size": env.world_size,
-            "device": str(env.device),
-            "device_name": (
-                torch.cuda.get_device_name(env.device)
-                if env.device.type == "cuda"
-                else platform.processor() or "cpu"
-            ),
-            "torch_version": torch.__version__,
-            "command": sys.argv,
-        }
-        (out / "args.json").write_text(json.dumps(record, indent=2) + "\n")
-        if args.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as exc:
-                log(
-                    env,
-                    f"--tensorboard: not available ({exc}); pip install tensorboard. "
-                    "Continuing without it.",
-                    file=sys.stderr,
-                )
-            else:
-                tb_writer = SummaryWriter(str(out / "tensorboard"))
-
-    log(
-        env,
-        f"{dataset.name}: {len(dataset.train)} train / {len(dataset.test)} test images, "
-        f"{dataset.num_classes} classes; stem norm {config.norm} "
-        f"({type(getattr(raw, 'stem_norm', None)).__name__}); device {env.device} "
-        f"x{env.world_size}; out-dir {out}",
-    )
-    if env.distributed and env.device.type != "cuda" and args.sync_bn:
-        log(
-            env,
-            "note: BatchNorm layers keep per-process statistics on CPU "
-            "(SyncBatchNorm needs GPUs); whitening layers are synchronised.",
-        )
-    if first_epoch > args.epochs:
-        log(
-            env,
-            f"nothing to do: the checkpoint is at epoch {first_epoch - 1} "
-            f"and --epochs is {args.epochs}",
-        )
-
-    ctx = {
-        "args": args,
-        "env": env,
-        "model": model,
-        "raw": raw,
-        "optimizer": optimizer,
-        "scaler": scaler,
-        "autocast": autocast,
-        "train_loader": train_loader,
-        "test_loader": test_loader,
-        "global_step": global_step,
-    }
-    last_good = {"epoch": first_epoch - 1}
-
-    def checkpoint_note() -> str:
-        if last_good["epoch"] >= 1 and (out / "last.pt").exists():
-            return (
-                f"The last good checkpoint is {out / 'last.pt'} "
-                f"(end of epoch {last_good['epoch']}); it was not overwritten."
-            )
-        return "No checkpoint had been written yet."
-
-    ctx["checkpoint_note"] = checkpoint_note
-    summary: dict = {"epochs_run": 0, "best_test_acc": best_acc}
-    for epoch in range(first_epoch, args.epochs + 1):
-        metrics = {"epoch": epoch, **train_one_epoch(ctx, epoch)}
-        metrics.update(evaluate(ctx))
-        metrics["global_step"] = ctx["global_step"]
-        is_best = metrics["test_acc"] > best_acc
-        best_acc = max(best_acc, metrics["test_acc"])
-        metrics["best_test_acc"] = best_acc
-        if env.is_main:
-            state = {
-                "model": raw.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch": epoch,
-                "best_test_acc": best_acc,
-                "global_step": ctx["global_step"],
-                "model_config": config.to_dict(),
-                "test_acc": metrics["test_acc"],
+    log_start(training, files)
+    summary: dict = {"epochs_run": 0, "best_test_acc": training.best_test_acc}
+    try:
+        for epoch in range(training.epoch + 1, args.epochs + 1):
+            previous_best = training.best_test_acc
+            metrics = run_epoch(training, epoch)
+            is_best = metrics["test_acc"] > previous_best
+            files.write_epoch(training.state_dict(metrics), metrics, is_best=is_best)
+            training.last_good = (files.last, epoch)
+            log_epoch(training, metrics)
+            summary = {
+                "epochs_run": summary["epochs_run"] + 1,
+                "best_test_acc": training.best_test_acc,
+                "last": metrics,
             }
-            atomic_save(state, out / "last.pt")
-            if is_best:
-                atomic_save(state, out / "best.pt")
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(metrics) + "\n")
-            if tb_writer is not None:
-                for key in (
-                    "train_loss",
-                    "train_acc",
-                    "test_loss",
-                    "test_acc",
-                    "images_per_s",
-                    "lr",
-                ):
-                    tb_writer.add_scalar(key, metrics[key], epoch)
-                tb_writer.flush()
-        last_good["epoch"] = epoch
-        log(
-            env,
-            f"epoch {epoch}/{args.epochs}: train loss {metrics['train_loss']:.4f} "
-            f"acc {metrics['train_acc']:.2f}% | test loss {metrics['test_loss']:.4f} "
-            f"acc {metrics['test_acc']:.2f}% (best {best_acc:.2f}%) | "
-            f"{metrics['images_per_s']:.0f} img/s, lr {metrics['lr']:g}",
-        )
-        summary = {
-            "epochs_run": summary["epochs_run"] + 1,
-            "best_test_acc": best_acc,
-            "last": metrics,
-        }
-    if tb_writer is not None:
-        tb_writer.close()
+    finally:
+        files.close()
+    log(env, files.describe())
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status."""
+    """Command-line entry point; returns the exit status.
+
+    Every failure the user can act on (no data, a diverged run, a checkpoint
+    that cannot be resumed, an impossible setting) ends with one ``error:``
+    line on stderr and its own exit status, not a traceback.
+    """
     args = parse_args(argv)
     deterministic_before = (
         torch.are_deterministic_algorithms_enabled(),
@@ -692,12 +807,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         run(args)
-    except NonFiniteLossError as exc:
+    except tuple(EXIT_STATUS) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_NONFINITE
-    except data_lib.DatasetUnavailableError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_NO_DATA
+        return next(s for cls, s in EXIT_STATUS.items() if isinstance(exc, cls))
     finally:
         # Leave the process as it was (the tests call main() in-process).
         enabled, warn_only = deterministic_before
