@@ -113,11 +113,14 @@ class _Function:
         ratio_minus_one = -difference / big
         eps = xp.finfo(big.dtype).eps
         cap = xp.asarray(-(eps * eps), dtype=big.dtype, device=array_device(big))
+        # An array, not a Python -0.5: array-api-compat's scalar promotion
+        # stops torch.compile(fullgraph=True).
+        half = xp.asarray(-0.5, dtype=big.dtype, device=array_device(big))
         # log r: log1p(r − 1) is exact for r >= 1/2 (r − 1 is exact there);
         # below, log(small / big) keeps the relative accuracy of a small r
         # that 1 + (r − 1) has lost. (log1p never sees −1.)
-        far = ratio_minus_one < -0.5
-        log_ratio = xp.where(far, xp.log(small / big), xp.log1p(xp.maximum(ratio_minus_one, -0.5)))
+        far = ratio_minus_one < half
+        log_ratio = xp.where(far, xp.log(small / big), xp.log1p(xp.maximum(ratio_minus_one, half)))
         log_ratio = xp.minimum(log_ratio, cap)
         denominator = xp.minimum(ratio_minus_one, cap)
         if self.kind == "log":
