@@ -597,3 +597,53 @@ def test_meta_device_and_deferred_initialisation(kind):
         assert torch.equal(value, expected), name
     x = torch.randn(4, 8, 3, 3)
     assert torch.equal(layer.train()(x), fresh(x))
+
+
+# -- method="exact" (the core's Daleckii–Krein VJPs) -------------------------------------
+
+
+def test_zca_exact_gradient_is_the_cores_and_basis_independent():
+    # A repeated eigenvalue: the exact gradient is finite and does not depend
+    # on the basis the eigensolver picks inside the repeated eigenspace.
+    rng = np.random.default_rng(5)
+    cov = spd_with_spectrum(np.array([2.0, 1.0, 1.0, 0.5]), rng, batch=(2,))
+    grad = rng.standard_normal(cov.shape)
+    layer = svdpi.torch.ZCAWhitening(4, method="exact", dtype=torch.float64)
+    cov_t = torch.from_numpy(cov).requires_grad_(True)
+    whitening, _ = layer._matrix(cov_t)
+    whitening.backward(torch.from_numpy(grad))
+    w, v = svdpi.eig(cov + layer.eps * np.eye(4))
+    expected = svdpi.zca_whitening_matrix_vjp(w, v, grad, method="exact")
+    assert np.isfinite(cov_t.grad.numpy()).all()
+    assert_close(cov_t.grad, expected, rtol=1e-10)
+    # Rotate the basis of the repeated pair: the same gradient.
+    c, s = np.cos(0.7), np.sin(0.7)
+    rotated = v.copy()
+    rotated[..., 1:3] = v[..., 1:3] @ np.array([[c, -s], [s, c]])
+    again = svdpi.zca_whitening_matrix_vjp(w, rotated, grad, method="exact")
+    assert_close(cov_t.grad, again, rtol=1e-10)
+
+
+def test_pca_exact_gradient_is_the_cores():
+    # Repeated eigenvalues on each side of the cut (2 of 4 kept), a gap at it.
+    rng = np.random.default_rng(6)
+    corr = spd_with_spectrum(np.array([3.0, 3.0, 1.0, 1.0]), rng, batch=(2,))
+    grad = rng.standard_normal(corr.shape)
+    layer = svdpi.torch.PCADenoising(4, n_components=2, method="exact", dtype=torch.float64)
+    corr_t = torch.from_numpy(corr).requires_grad_(True)
+    projector = svdpi.torch._whitening._Projector("exact", layer.num_iters, 2)
+    layer._spectral(corr_t, projector).backward(torch.from_numpy(grad))
+    w, v = svdpi.eig(corr + layer.eps * np.eye(4))
+    expected = svdpi.pca_projector_vjp(w, v, grad, n_components=2, method="exact")
+    assert np.isfinite(corr_t.grad.numpy()).all()
+    assert_close(corr_t.grad, expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("kind", LAYER_CLASSES)
+def test_exact_method_trains(kind):
+    cls, required = LAYER_CLASSES[kind]
+    layer = cls(8, num_groups=2, method="exact", dtype=torch.float64, **required)
+    x = _input((6, 8, 3)).requires_grad_(True)
+    layer(x).square().sum().backward()
+    assert bool(torch.isfinite(x.grad).all())
+    assert "method='exact'" in repr(layer)

@@ -11,7 +11,12 @@ import array_api_compat.torch as xp_torch
 
 import svdpi
 import torch
-from svdpi._validation import check_integer, check_method, check_num_iters
+from svdpi._validation import (
+    MATRIX_FUNCTION_METHODS,
+    check_integer,
+    check_method,
+    check_num_iters,
+)
 from svdpi._whitening import ENERGY_RULES
 from torch import nn
 
@@ -176,7 +181,7 @@ class _GroupedEigenNorm(nn.Module):
         self.momentum = None if momentum is None else float(momentum)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
-        self.method = check_method(method)
+        self.method = check_method(method, MATRIX_FUNCTION_METHODS)
         self.num_iters = check_num_iters(num_iters)
         self.check_finite = bool(check_finite)
         factory = {"device": device, "dtype": dtype}
@@ -387,10 +392,16 @@ class ZCAWhitening(_GroupedEigenNorm):
         Number of groups whitened independently; must divide ``num_features``.
         This and every parameter below are keyword-only (the first five are
         BatchNorm's, in BatchNorm's order).
-    method : {"pi", "taylor", "analytic"}, default "pi"
-        Gradient of the eigendecomposition, see :func:`svdpi.eig_vjp`.
+    method : {"pi", "taylor", "analytic", "exact"}, default "pi"
+        Gradient of the whitening matrix, see
+        :func:`svdpi.zca_whitening_matrix_vjp`: through the eigenvectors
+        with the coefficients of :func:`svdpi.eig_vjp` (``"pi"``, the
+        paper's), or ``"exact"``, the Daleckii–Krein derivative of
+        ``Σ^{-1/2}``, which does not depend on the basis an eigensolver
+        picks for a repeated eigenvalue.
     num_iters : int, default 19
-        Power-iteration steps of the gradient (the paper's 19).
+        Power-iteration steps of the gradient (the paper's 19); ignored by
+        ``"analytic"`` and ``"exact"``.
     check_finite : bool, default True
         Raise ``ValueError`` when the batch covariance has NaN or infinite
         entries, at the cost of reading the small ``(G, d, d)`` covariance
@@ -538,7 +549,10 @@ class PCADenoising(_GroupedEigenNorm):
         paper keeps 16 of 64). The parameters below are keyword-only too.
     num_groups : int, default 1
         Number of channel groups, each with its own projector.
-    method, num_iters, check_finite
+    method : {"pi", "taylor", "analytic", "exact"}, default "pi"
+        Gradient of the projector, see :func:`svdpi.pca_projector_vjp`
+        (``"exact"`` is finite whenever there is an eigenvalue gap at the cut).
+    num_iters, check_finite
         As in :class:`ZCAWhitening`.
     device, dtype : optional
         Of the parameters and buffers.
