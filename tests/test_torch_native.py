@@ -127,11 +127,12 @@ def test_declines_when_autograd_records():
     w, v = svdpi.eig(torch.from_numpy(random_spd(4, rng)))
     g = torch.from_numpy(rng.standard_normal((4, 4))).requires_grad_(True)
     b = v.mT @ g
-    assert _native.coefficient_product(w, b, method="pi", num_iters=19, symmetrize=True) is None
+    declined = _native.coefficient_product(w, b, method="pi", num_iters=19, symmetrize=True)
+    assert declined is _dispatch.DECLINED
     with torch.no_grad():
         assert (
             _native.coefficient_product(w, b, method="pi", num_iters=19, symmetrize=True)
-            is not None
+            is not _dispatch.DECLINED
         )
     weights = torch.from_numpy(rng.standard_normal((4, 4)))
     (svdpi.eig_vjp(w, v, None, g) * weights).sum().backward()

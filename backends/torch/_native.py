@@ -40,6 +40,7 @@ from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
+from svdpi._dispatch import DECLINED, Decline
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from ._eig import _can_read_values
@@ -128,16 +129,17 @@ def coefficient_product(
     method: str,
     num_iters: int,
     symmetrize: bool,
-) -> torch.Tensor | None:
+) -> torch.Tensor | Decline:
     """``Aᵀ ∘ b``, symmetrised as ``(P + Pᵀ) / 2`` if asked (see :mod:`svdpi._dispatch`).
 
-    Declines (returns ``None``, and the core runs its generic code) unless
+    Declines (returns :data:`~svdpi._dispatch.DECLINED`, and the core runs its
+    generic code) unless
     the call is plain eager and records no autograd graph: the operations
     here overwrite their temporaries, which autograd could not differentiate,
     and a tensor traced by ``torch.compile`` must not reach the pattern cache.
     """
     if not _plain_eager_untracked(eigenvalues, b):
-        return None
+        return DECLINED
     patterns = _patterns(eigenvalues, method, num_iters, symmetrize)
     # In place wherever the core's expression allows: each n × n temporary not
     # allocated saves its page faults too (glibc returns large blocks to the

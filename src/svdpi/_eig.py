@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 
 from array_api_compat import array_namespace
 
-from ._dispatch import native
+from ._dispatch import DECLINED, native
 from ._validation import check_floating, check_square
 
 
@@ -37,8 +37,10 @@ def all_finite(a: Any, xp: Any) -> bool:
     """
     if math.prod(a.shape) == 0:
         return True
-    if (native_all_finite := native(xp, "all_finite")) is not None:
-        return native_all_finite(a)
+    native_all_finite = native(xp, "all_finite")
+    answer = DECLINED if native_all_finite is None else native_all_finite(a)
+    if answer is not DECLINED:
+        return answer
     return bool(xp.max(xp.abs(a)) < math.inf)
 
 
@@ -106,9 +108,8 @@ def eig(a: Any, /, *, check_finite: bool = True, xp: Any = None) -> EigResult:
     # NumPy: numpy.linalg.eigh (LAPACK syevd over the batch in one C loop).
     # scipy.linalg.eigh(driver="evd") was measured no faster on single matrices
     # up to n = 1024 (0.9-1.0x; benchmarks/bench_eig.py), so it is not used.
-    if (native_eigh := native(xp, "eigh")) is not None:
-        negated_eigenvalues, eigenvectors = native_eigh(negated)
-    else:
-        negated_eigenvalues, eigenvectors = xp.linalg.eigh(negated)
+    native_eigh = native(xp, "eigh")
+    pairs = DECLINED if native_eigh is None else native_eigh(negated)
+    negated_eigenvalues, eigenvectors = xp.linalg.eigh(negated) if pairs is DECLINED else pairs
     eigenvalues = -negated_eigenvalues
     return EigResult(eigenvalues, eigenvectors)

@@ -7,7 +7,7 @@ from typing import Any
 from array_api_compat import array_namespace
 
 from ._coefficients import coefficient_matrix
-from ._dispatch import native
+from ._dispatch import DECLINED, native
 from ._validation import check_eigenpairs, check_like, check_method, check_num_iters
 
 
@@ -228,7 +228,7 @@ def _coefficient_product(
     fast = native(xp, "coefficient_product")
     if fast is not None:
         product = fast(eigenvalues, b, method=method, num_iters=num_iters, symmetrize=symmetrize)
-        if product is not None:  # None: the provider declined this call
+        if product is not DECLINED:
             return product
     a = coefficient_matrix(eigenvalues, method=method, num_iters=num_iters, xp=xp)
     product = xp.matrix_transpose(a) * b
