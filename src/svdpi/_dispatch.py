@@ -70,7 +70,7 @@ class CoefficientProduct(Protocol):
     """``Aᵀ ∘ b`` for the coefficient matrix of :mod:`svdpi._coefficients`.
 
     Symmetrised as ``(P + Pᵀ) / 2`` when ``symmetrize`` is true, computed as
-    :func:`svdpi._gradient.generic_coefficient_product` does (see there for
+    :func:`svdpi._coefficients.coefficient_product` does (see there for
     the form that stays exact for equal eigenvalues and any ``num_iters``).
     The arguments have been validated by the core.
     """

@@ -6,8 +6,9 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from ._coefficients import coefficient_matrix
+from ._coefficients import coefficient_product
 from ._dispatch import DECLINED, native
+from ._typing import Array, Namespace
 from ._validation import check_eigenpairs, check_like, check_method, check_num_iters
 
 
@@ -222,16 +223,14 @@ def project_symmetric(eigenvectors: Any, x: Any, xp: Any) -> Any:
 
 
 def _coefficient_product(
-    eigenvalues: Any, b: Any, method: str, num_iters: int, *, symmetrize: bool, xp: Any
-) -> Any:
+    eigenvalues: Array, b: Array, method: str, num_iters: int, *, symmetrize: bool, xp: Namespace
+) -> Array:
     """``Aᵀ ∘ b`` (then ``(P + Pᵀ) / 2`` if ``symmetrize``), natively where a fast path exists."""
     fast = native(xp, "coefficient_product")
     if fast is not None:
         product = fast(eigenvalues, b, method=method, num_iters=num_iters, symmetrize=symmetrize)
         if product is not DECLINED:
             return product
-    a = coefficient_matrix(eigenvalues, method=method, num_iters=num_iters, xp=xp)
-    product = xp.matrix_transpose(a) * b
-    if symmetrize:
-        product = (product + xp.matrix_transpose(product)) * 0.5
-    return product
+    return coefficient_product(
+        eigenvalues, b, method=method, num_iters=num_iters, symmetrize=symmetrize, xp=xp
+    )
