@@ -58,6 +58,7 @@ def eig(a: Any, /, *, check_finite: bool = True, xp: Any = None) -> EigResult:
         array API library (NumPy, CuPy, PyTorch, ...). Only the symmetric part
         ``(a + aᵀ) / 2`` is used, so a slightly asymmetric input (round-off in
         ``X Xᵀ``) is well defined and every backend reads the same entries.
+        ``n = 0`` and empty batches give empty results, as ``xp.linalg.eigh`` does.
     check_finite : bool, default True
         Raise ``ValueError`` if ``a`` has NaN or infinite entries. This is the
         one place svdpi reads array values on the host (a GPU synchronisation);
@@ -95,7 +96,7 @@ def eig(a: Any, /, *, check_finite: bool = True, xp: Any = None) -> EigResult:
     if xp is None:
         xp = array_namespace(a)
     check_floating(a, "a", xp)
-    check_square(a, "a")
+    check_square(a, "a", allow_empty=True)
     if check_finite and not all_finite(a, xp):
         raise ValueError(
             "a must contain only finite values (it has NaN or inf entries); "

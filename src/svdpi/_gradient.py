@@ -99,7 +99,7 @@ def eig_vjp(
         xp = array_namespace(eigenvalues, eigenvectors, grad_eigenvalues, grad_eigenvectors)
     method = check_method(method)
     num_iters = check_num_iters(num_iters)
-    check_eigenpairs(eigenvalues, eigenvectors, xp)
+    check_eigenpairs(eigenvalues, eigenvectors, xp, allow_empty=True)
     if grad_eigenvalues is not None:
         check_like(grad_eigenvalues, "grad_eigenvalues", eigenvalues.shape, eigenvalues.dtype, xp)
     if grad_eigenvectors is not None:
@@ -204,7 +204,7 @@ def eig_jvp(
         xp = array_namespace(eigenvalues, eigenvectors, tangent_a)
     method = check_method(method)
     num_iters = check_num_iters(num_iters)
-    check_eigenpairs(eigenvalues, eigenvectors, xp)
+    check_eigenpairs(eigenvalues, eigenvectors, xp, allow_empty=True)
     check_like(tangent_a, "tangent_a", eigenvectors.shape, eigenvectors.dtype, xp)
     v = eigenvectors
     projected = project_symmetric(v, tangent_a, xp)
@@ -226,6 +226,8 @@ def _coefficient_product(
     eigenvalues: Array, b: Array, method: str, num_iters: int, *, symmetrize: bool, xp: Namespace
 ) -> Array:
     """``Aᵀ ∘ b`` (then ``(P + Pᵀ) / 2`` if ``symmetrize``), natively where a fast path exists."""
+    if eigenvalues.shape[-1] == 0:  # n = 0: nothing to compute (and no max over λ)
+        return xp.zeros_like(b)
     fast = native(xp, "coefficient_product")
     if fast is not None:
         product = fast(eigenvalues, b, method=method, num_iters=num_iters, symmetrize=symmetrize)
