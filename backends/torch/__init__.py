@@ -9,6 +9,13 @@ the paper, drop-in replacements for a BatchNorm layer;
 of a distributed job.
 """
 
+# ruff: noqa: E402 (the version check runs before anything else is imported)
+import torch as _torch
+
+from ._requirements import check_torch_version as _check_torch_version
+
+_check_torch_version(_torch.__version__)
+
 from svdpi._dispatch import register as _register
 
 from . import _native

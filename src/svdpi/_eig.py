@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from array_api_compat import array_namespace
 
 from ._dispatch import DECLINED, native
+from ._typing import Array, Namespace
 from ._validation import check_floating, check_square
 
 
@@ -22,11 +23,11 @@ class EigResult(NamedTuple):
         Orthonormal; column ``j`` belongs to ``eigenvalues[..., j]``.
     """
 
-    eigenvalues: Any
-    eigenvectors: Any
+    eigenvalues: Array
+    eigenvectors: Array
 
 
-def all_finite(a: Any, xp: Any) -> bool:
+def all_finite(a: Array, xp: Namespace) -> bool:
     """Whether every entry of ``a`` is finite; reads a scalar or two on the host.
 
     ``max|a| < inf`` exactly when every entry is finite: NaN propagates
@@ -44,7 +45,7 @@ def all_finite(a: Any, xp: Any) -> bool:
     return bool(xp.max(xp.abs(a)) < math.inf)
 
 
-def eig(a: Any, /, *, check_finite: bool = True, xp: Any = None) -> EigResult:
+def eig(a: Array, /, *, check_finite: bool = True, xp: Namespace | None = None) -> EigResult:
     """Eigendecomposition of symmetric positive semi-definite matrices, largest eigenvalue first.
 
     The forward pass of SVD-PI (Wang et al., 2019): the eigenpairs are exact

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from array_api_compat import array_namespace
 
 from ._coefficients import coefficient_product
@@ -13,16 +11,16 @@ from ._validation import check_eigenpairs, check_like, check_method, check_num_i
 
 
 def eig_vjp(
-    eigenvalues: Any,
-    eigenvectors: Any,
-    grad_eigenvalues: Any,
-    grad_eigenvectors: Any,
+    eigenvalues: Array,
+    eigenvectors: Array,
+    grad_eigenvalues: Array | None,
+    grad_eigenvectors: Array | None,
     /,
     *,
     method: str = "pi",
     num_iters: int = 19,
-    xp: Any = None,
-) -> Any:
+    xp: Namespace | None = None,
+) -> Array:
     r"""Gradient with respect to ``a`` of a loss of ``eig(a)`` (vector-Jacobian product).
 
     With ``method="pi"`` this is exactly the gradient of the paper's backward
@@ -121,15 +119,15 @@ def eig_vjp(
 
 
 def vjp_from_projected(
-    eigenvalues: Any,
-    eigenvectors: Any,
-    grad_eigenvalues: Any,
-    vt_grad_eigenvectors: Any,
+    eigenvalues: Array,
+    eigenvectors: Array,
+    grad_eigenvalues: Array | None,
+    vt_grad_eigenvectors: Array | None,
     *,
     method: str,
     num_iters: int,
-    xp: Any,
-) -> Any:
+    xp: Namespace,
+) -> Array:
     """:func:`eig_vjp` given ``Vᵀ ḡV`` instead of ``ḡV`` (arguments already checked).
 
     The whitening VJPs know ``Vᵀ ḡV`` more cheaply than ``ḡV`` itself.
@@ -154,15 +152,15 @@ def vjp_from_projected(
 
 
 def eig_jvp(
-    eigenvalues: Any,
-    eigenvectors: Any,
-    tangent_a: Any,
+    eigenvalues: Array,
+    eigenvectors: Array,
+    tangent_a: Array,
     /,
     *,
     method: str = "pi",
     num_iters: int = 19,
-    xp: Any = None,
-) -> tuple[Any, Any]:
+    xp: Namespace | None = None,
+) -> tuple[Array, Array]:
     """Forward-mode derivative of :func:`eig` (Jacobian-vector product).
 
     The exact transpose of :func:`eig_vjp` with the same ``method`` and
@@ -216,7 +214,7 @@ def eig_jvp(
     return tangent_eigenvalues, tangent_eigenvectors
 
 
-def project_symmetric(eigenvectors: Any, x: Any, xp: Any) -> Any:
+def project_symmetric(eigenvectors: Array, x: Array, xp: Namespace) -> Array:
     """``Vᵀ sym(X) V``: only the symmetric part of a (co)tangent of a symmetric matrix matters."""
     sym = (x + xp.matrix_transpose(x)) * 0.5
     return xp.matrix_transpose(eigenvectors) @ sym @ eigenvectors
