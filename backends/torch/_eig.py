@@ -173,12 +173,12 @@ def _can_read_values() -> bool:
     return not torch._C._are_functorch_transforms_active()
 
 
-def _check_matrix(a, check_finite: bool) -> None:
+def _check_matrix(a, check_finite: bool, *, allow_empty: bool = False) -> None:
     """The checks on ``a`` of :func:`eig` and of :func:`svdpi.torch._spectral.spectral_map`."""
     if not isinstance(a, torch.Tensor):
         raise TypeError(f"a must be a torch.Tensor, got {type(a).__name__}")
     check_floating(a, "a", xp_torch)
-    check_square(a, "a")
+    check_square(a, "a", allow_empty=allow_empty)
     if check_finite and _can_read_values() and not all_finite(a, xp_torch):
         raise ValueError(
             "a must contain only finite values (it has NaN or inf entries); "
@@ -260,7 +260,7 @@ def eig(
     tensor([[3., 1.],
             [6., 2.]], dtype=torch.float64)
     """
-    _check_matrix(a, check_finite)
+    _check_matrix(a, check_finite, allow_empty=True)
     check_method(method)
     num_iters = check_num_iters(num_iters)
     if torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active():
