@@ -7,6 +7,9 @@ import doctest
 import importlib
 import inspect
 import io
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -647,3 +650,36 @@ def test_exact_method_trains(kind):
     layer(x).square().sum().backward()
     assert bool(torch.isfinite(x.grad).all())
     assert "method='exact'" in repr(layer)
+
+
+@pytest.mark.slow
+def test_layers_compile_with_fullgraph_in_a_fresh_process():
+    # Training step (forward + backward through the spectral Function) of
+    # both layers, compiled without a graph break, in a fresh interpreter.
+    script = textwrap.dedent(
+        """
+        import warnings
+        warnings.simplefilter("ignore", FutureWarning)
+        import torch, svdpi.torch
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3),
+            svdpi.torch.ZCAWhitening(8, num_groups=2),
+            svdpi.torch.PCADenoising(8, n_components=2, num_groups=2, method="exact"),
+        )
+        x = torch.randn(4, 3, 8, 8)
+        compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
+        compiled(x).square().sum().backward()
+        grads = [p.grad.clone() for p in net.parameters()]
+        net.zero_grad()
+        net(x).square().sum().backward()
+        for g, p in zip(grads, net.parameters()):
+            assert torch.allclose(g, p.grad, rtol=1e-4, atol=1e-5), (g, p.grad)
+        print("ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok"
