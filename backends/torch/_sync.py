@@ -69,6 +69,18 @@ class SyncZCAWhitening(_Synchronised, ZCAWhitening):
     device, dtype : optional
         Of the parameters and buffers.
 
+    Notes
+    -----
+    Call ``torch.distributed.destroy_process_group()`` before the program
+    exits, as PyTorch asks: a gloo group left to be destroyed during
+    interpreter shutdown can abort the process with "terminate called
+    without an active exception" (SIGABRT) after all the work is done. The
+    layer's autograd graphs hold the process group only weakly, so outputs
+    still alive do not delay its destruction (svdpi 0.1 held it strongly,
+    which made that abort happen under ``torchrun`` in about a third of the
+    runs); a backward pass after the group was destroyed raises
+    ``RuntimeError``.
+
     Examples
     --------
     Without an initialised process group it computes what :class:`ZCAWhitening` does:
