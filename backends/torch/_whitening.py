@@ -279,13 +279,13 @@ class _GroupedEigenNorm(nn.Module):
                 f"{tuple(x.shape)}"
             )
         # Statistics and eig in float32 even under autocast (float64 stays float64);
-        # the output dtype is the input's, as with BatchNorm. (No autocast
-        # context on devices without one, such as meta.)
+        # the output dtype is the input's, as with BatchNorm. (The meta device
+        # has no autocast: torch.autocast raises there.)
         compute = torch.float64 if x.dtype == torch.float64 else torch.float32
         autocast = (
-            torch.autocast(device_type=x.device.type, enabled=False)
-            if torch.amp.is_autocast_available(x.device.type)
-            else contextlib.nullcontext()
+            contextlib.nullcontext()
+            if x.device.type == "meta"
+            else torch.autocast(device_type=x.device.type, enabled=False)
         )
         with autocast:
             g, d = self.num_groups, self.group_size
