@@ -83,6 +83,19 @@ class _Whitening(SpectralMap):
             xp=xp_torch,
         )
 
+    def jvp(self, eigenvalues, eigenvectors, tangent_a):
+        # W = A^{-1/2}: the core's forward mode of matrix_power, transpose of the VJP.
+        return svdpi.matrix_power_jvp(
+            eigenvalues,
+            eigenvectors,
+            -0.5,
+            tangent_a,
+            mask=self._mask(eigenvalues),
+            method=self.method,
+            num_iters=self.num_iters,
+            xp=xp_torch,
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class _Projector(SpectralMap):
