@@ -454,6 +454,11 @@ def test_batchnorm_shaped_signature(kind):
     assert layer.running_mean is None
     with pytest.raises(TypeError):
         cls(8, 1e-3, 0.2, True, True, 2, **required)  # num_groups is keyword-only
+    # 0.1's positional num_groups (n_components) would now be eps: refused.
+    meant = "n_components" if required else "num_groups"
+    with pytest.raises(TypeError, match=f"{meant}=4"):
+        cls(8, 4, **required)
+    assert cls(8, 1.0, **required).eps == 1.0  # a float eps >= 1 is taken at its word
 
 
 def test_pca_n_components_is_required():

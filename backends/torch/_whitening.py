@@ -188,6 +188,17 @@ class _GroupedEigenNorm(nn.Module):
                 f"({self.num_groups})"
             )
         self.group_size = self.num_features // self.num_groups
+        if isinstance(eps, int) and not isinstance(eps, bool) and eps >= 1:
+            # svdpi 0.1's second positional parameter was num_groups
+            # (PCADenoising's, n_components): refuse rather than whiten with eps = 4.
+            parameters = inspect.signature(type(self).__init__).parameters
+            meant = "n_components" if "n_components" in parameters else "num_groups"
+            raise TypeError(
+                f"eps={eps!r} is an integer: since svdpi 0.2 the positional parameters are "
+                "BatchNorm's (num_features, eps, momentum, affine, track_running_stats) and "
+                "num_groups / n_components are keyword-only, e.g. "
+                f"{type(self).__name__}({num_features}, {meant}={eps})"
+            )
         self.eps = _nonnegative_float(eps, "eps")
         if momentum is not None and not 0.0 <= float(momentum) <= 1.0:
             raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
@@ -392,7 +403,9 @@ class ZCAWhitening(_GroupedEigenNorm):
     num_features : int
         ``C``, the number of channels of an input ``(N, C, *)``.
     eps : float, default 1e-4
-        Added to the diagonal of the covariance.
+        Added to the diagonal of the covariance. An integer ``>= 1`` raises
+        ``TypeError``: it is most likely svdpi 0.1's positional ``num_groups``
+        (``n_components`` for :class:`PCADenoising`).
     momentum : float or None, default 0.1
         Weight of the batch statistics in the running averages (like
         BatchNorm); ``None`` for a cumulative average.
