@@ -105,7 +105,9 @@ def main():
         x = torch.randn(shape, device=device)
         layers = {"BatchNorm2d": torch.nn.BatchNorm2d(channels)}
         for groups in (16, 8, 4, 1):
-            layers[f"ZCAWhitening(G={groups})"] = svdpi.torch.ZCAWhitening(channels, groups)
+            layers[f"ZCAWhitening(G={groups})"] = svdpi.torch.ZCAWhitening(
+                channels, num_groups=groups
+            )
             if not args.no_loop:
                 layers[f"paper loop(G={groups})"] = paper_layers.PaperZCALayer(channels, groups)
         steps = {k: make_step(layer.to(device), x) for k, layer in layers.items()}
