@@ -125,10 +125,21 @@ _NOT_CONFIGURATION = frozenset({"self", "device", "dtype", "process_group"})
 
 
 def _signature_with(base_init, own: list[inspect.Parameter]) -> inspect.Signature:
-    """``base_init``'s signature with the keyword-only parameters ``own`` before ``device``."""
+    """``base_init``'s signature with the keyword-only parameters ``own`` added.
+
+    Required ones (``PCADenoising``'s ``n_components``) come first among the
+    keyword-only parameters, where a reader looks for what must be given;
+    optional ones go before ``device``.
+    """
     base = list(inspect.signature(base_init).parameters.values())
-    cut = [p.name for p in base].index("device")
-    return inspect.Signature(base[:cut] + own + base[cut:])
+    names = [p.name for p in base]
+    first = next(
+        (i for i, p in enumerate(base) if p.kind is inspect.Parameter.KEYWORD_ONLY), len(base)
+    )
+    cut = names.index("device")
+    required = [p for p in own if p.default is inspect.Parameter.empty]
+    optional = [p for p in own if p.default is not inspect.Parameter.empty]
+    return inspect.Signature(base[:first] + required + base[first:cut] + optional + base[cut:])
 
 
 def _adds_options(base_init):
