@@ -10,14 +10,21 @@ of a distributed job.
 """
 
 from ._eig import eig
+from ._matrix_functions import inv_sqrtm, logm, matrix_power, sqrtm
+from ._pooling import CovariancePooling
 from ._sync import SyncPCADenoising, SyncZCAWhitening, convert_sync_whitening
 from ._whitening import PCADenoising, ZCAWhitening
 
 __all__ = [
+    "CovariancePooling",
     "PCADenoising",
     "SyncPCADenoising",
     "SyncZCAWhitening",
     "ZCAWhitening",
     "convert_sync_whitening",
     "eig",
+    "inv_sqrtm",
+    "logm",
+    "matrix_power",
+    "sqrtm",
 ]
