@@ -28,7 +28,7 @@ from torch import nn
 
 def _grouped_centred(x: torch.Tensor, num_groups: int) -> torch.Tensor:
     """``(N, C, H, W)`` → centred ``(G, d, N·H·W)`` with ``d = C / G``."""
-    n, c = x.shape[:2]
+    c = x.shape[1]
     columns = x.transpose(0, 1).reshape(num_groups, c // num_groups, -1)
     return columns - columns.mean(dim=-1, keepdim=True)
 

@@ -1,4 +1,4 @@
-"""Matrix square root forward + backward: svdpi.torch.sqrtm against eigh autograd and Newton–Schulz.
+"""Matrix square root, forward + backward: svdpi.torch.sqrtm, eigh autograd, Newton–Schulz.
 
 Run from the repository root: ``python benchmarks/bench_sqrtm.py`` (``--quick``
 for a smoke test with small shapes and few rounds; ``--output FILE`` also
@@ -101,10 +101,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    shapes, rounds, min_seconds = (QUICK_SHAPES, 3, 0.005) if args.quick else (
-        SHAPES,
-        args.rounds,
-        0.05,
+    shapes, rounds, min_seconds = (
+        (QUICK_SHAPES, 3, 0.005)
+        if args.quick
+        else (
+            SHAPES,
+            args.rounds,
+            0.05,
+        )
     )
     functions = square_roots()
     names = list(functions)

@@ -1,4 +1,4 @@
-"""Training step of svdpi.torch.ZCAWhitening against BatchNorm2d, the paper's loop layer, DBN and IterNorm.
+"""Training step of svdpi.torch.ZCAWhitening against BatchNorm2d, the paper's layer, DBN, IterNorm.
 
 Everything is measured side by side in one run: ``nn.BatchNorm2d`` (the layer
 ZCA whitening replaces), ``ZCAWhitening`` for ``num_groups`` 16, 8, 4, 1
@@ -129,7 +129,7 @@ def whitening_error(y, reference, groups):
     """(relative output error, max |cov(y) − I| within the groups), in float64."""
     y = y.double()
     relative = float((y - reference).norm() / reference.norm())
-    n, c = y.shape[:2]
+    c = y.shape[1]
     columns = y.transpose(0, 1).reshape(groups, c // groups, -1)
     centred = columns - columns.mean(-1, keepdim=True)
     cov = centred @ centred.mT / centred.shape[-1]

@@ -98,7 +98,12 @@ def test_pi_tends_to_exact_on_a_separated_spectrum(name):
 @pytest.mark.parametrize("name", FUNCTIONS)
 @pytest.mark.parametrize(
     "spectrum",
-    [[3.0, 2.0, 1.0, 0.5], [2.0, 1.0, 1.0, 0.5], [1.5, 1.0, 1.0, 1.0], [1.0, 1.0 + 1e-10, 0.7, 0.3]],
+    [
+        [3.0, 2.0, 1.0, 0.5],
+        [2.0, 1.0, 1.0, 0.5],
+        [1.5, 1.0, 1.0, 1.0],
+        [1.0, 1.0 + 1e-10, 0.7, 0.3],
+    ],
     ids=["separated", "double", "triple", "clustered"],
 )
 def test_exact_gradient_against_finite_differences(name, spectrum):
