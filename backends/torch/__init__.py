@@ -9,6 +9,10 @@ the paper, drop-in replacements for a BatchNorm layer;
 of a distributed job.
 """
 
+# The core looks its torch fast paths up in sys.modules (importing them on
+# first use); an import while torch.compile traces is a hard graph break, so
+# a fresh process compiling eig's backward failed with fullgraph=True.
+from . import _native  # noqa: F401
 from ._eig import eig
 from ._matrix_functions import inv_sqrtm, logm, matrix_power, sqrtm
 from ._pooling import CovariancePooling
