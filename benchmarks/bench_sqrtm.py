@@ -63,7 +63,7 @@ def square_roots() -> dict:
 
 def _relative(x: torch.Tensor, reference: torch.Tensor) -> float:
     dims = (-2, -1)
-    err = torch.linalg.matrix_norm(x.double() - reference, dim=dims)
+    err = torch.linalg.matrix_norm(x.detach().double() - reference, dim=dims)
     return float((err / torch.linalg.matrix_norm(reference, dim=dims)).max())
 
 

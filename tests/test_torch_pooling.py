@@ -110,7 +110,7 @@ def test_bad_input_and_arguments():
         pool(torch.zeros(2, 3))
     with pytest.raises(ValueError, match="no spatial positions"):
         pool(torch.zeros(2, 3, 0, 4))
-    with pytest.raises(ValueError, match="p must be a finite"):
+    with pytest.raises(ValueError, match="p must be finite"):
         svdpi.torch.CovariancePooling(float("nan"))
     with pytest.raises(ValueError, match="eps must be"):
         svdpi.torch.CovariancePooling(eps=-1.0)

@@ -9,36 +9,24 @@ chosen ``method``, forward mode the core's JVP.
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 
 import array_api_compat.torch as xp_torch
 
 import svdpi
 import torch
-from svdpi._validation import check_num_iters
+from svdpi._validation import (
+    MATRIX_FUNCTION_METHODS,
+    check_exponent,
+    check_method,
+    check_num_iters,
+)
 
 from ._spectral import SpectralMap, spectral_map
 
-MATRIX_METHODS = ("pi", "taylor", "analytic", "exact")
-
-
-def check_exponent(p) -> float:
-    """Require a real, finite exponent ``p``; return it as a float."""
-    if isinstance(p, bool) or not isinstance(p, numbers.Real):
-        raise TypeError(f"p must be a real number, got {type(p).__name__} {p!r}")
-    p = float(p)
-    if not math.isfinite(p):
-        raise ValueError(f"p must be a finite real number, got {p!r}")
-    return p
-
 
 def check_matrix_method(method) -> str:
-    if method not in MATRIX_METHODS:
-        raise ValueError(
-            f"method must be one of {', '.join(map(repr, MATRIX_METHODS))}; got {method!r}"
-        )
-    return method
+    """One of ``"pi"``, ``"taylor"``, ``"analytic"``, ``"exact"``."""
+    return check_method(method, MATRIX_FUNCTION_METHODS)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
-from svdpi._validation import check_num_iters
+from svdpi._validation import check_exponent, check_num_iters
 from torch import nn
 
-from ._matrix_functions import check_exponent, check_matrix_method, matrix_power
+from ._matrix_functions import check_matrix_method, matrix_power
 
 OUTPUTS = ("triu", "matrix")
 
