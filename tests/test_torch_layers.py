@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import importlib
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -12,7 +13,7 @@ torch = pytest.importorskip("torch")
 import svdpi  # noqa: E402
 import svdpi.torch  # noqa: E402
 
-from ._helpers import assert_close  # noqa: E402
+from ._helpers import assert_close, spd_with_spectrum  # noqa: E402
 from .paper_layers import paper_pca, paper_zca  # noqa: E402
 
 SHAPES = [(40, 8), (12, 8, 5), (6, 8, 3, 4), (3, 8, 2, 3, 4)]
@@ -355,3 +356,47 @@ def test_memory_formats_and_functional_grad():
     x_ = x.clone().requires_grad_(True)
     (layer(x_) ** 3).sum().backward()
     assert_close(grad, x_.grad, rtol=1e-12)
+
+
+# -- one gradient formula: the layers' map differentiated by the core's VJPs -----------
+
+
+@pytest.mark.parametrize(
+    ("spectrum", "eps"),
+    [((4.0, 2.0, 1.0, 0.5), 1e-4), ((2.0, 1.0, 0.5, 0.0), 0.0)],
+    ids=["regular", "floor-active"],
+)
+@pytest.mark.parametrize("truncate", [False, True])
+def test_whitening_map_gradient_is_the_cores_vjp(xp, spectrum, eps, truncate):
+    # The covariance -> whitening matrix map of the layer, differentiated by
+    # torch, against zca_whitening_matrix_vjp computed in each namespace. With
+    # a zero eigenvalue and eps = 0 the core's eigenvalue floor is active: the
+    # VJP treats the floor as a constant, and so must the layer (autograd
+    # through the forward would also differentiate the floor's max|λ|).
+    rng = np.random.default_rng(3)
+    cov = spd_with_spectrum(np.array(spectrum), rng, batch=(2,))
+    grad = rng.standard_normal(cov.shape)
+    options = {"min_eigenvalue": 0.6} if truncate else {}
+    layer = svdpi.torch.ZCAWhitening(4, eps=eps, dtype=torch.float64, **options)
+    cov_t = torch.from_numpy(cov).requires_grad_(True)
+    whitening, _ = layer._matrix(cov_t)
+    whitening.backward(torch.from_numpy(grad))
+    a = xp.asarray(cov + eps * np.eye(4), dtype=xp.float64)
+    w, v = svdpi.eig(a)
+    mask = svdpi.truncation_mask(w, **options) if truncate else None
+    expected = svdpi.zca_whitening_matrix_vjp(w, v, xp.asarray(grad), mask=mask)
+    assert_close(whitening, svdpi.zca_whitening_matrix(w, v, mask=mask), rtol=1e-10)
+    assert_close(cov_t.grad, expected, rtol=1e-8)
+
+
+def test_projector_map_gradient_is_the_cores_vjp(xp):
+    rng = np.random.default_rng(4)
+    corr = spd_with_spectrum(np.array([3.0, 1.5, 1.0, 0.25]), rng, batch=(3,))
+    grad = rng.standard_normal(corr.shape)
+    layer = svdpi.torch.PCADenoising(4, n_components=2, num_iters=7, dtype=torch.float64)
+    corr_t = torch.from_numpy(corr).requires_grad_(True)
+    projector = svdpi.torch._whitening._Projector("pi", 7, 2)
+    layer._spectral(corr_t, projector).backward(torch.from_numpy(grad))
+    w, v = svdpi.eig(xp.asarray(corr + layer.eps * np.eye(4), dtype=xp.float64))
+    expected = svdpi.pca_projector_vjp(w, v, xp.asarray(grad), n_components=2, num_iters=7)
+    assert_close(corr_t.grad, expected, rtol=1e-8)

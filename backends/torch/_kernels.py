@@ -2,8 +2,8 @@
 
 A grouped whitening layer is, per group of ``d`` channels, ``y = A (x − μ) + b``
 with ``A`` a ``d × d`` function of the covariance of ``x``. Everything on
-``(G, d, d)`` matrices is cheap and left to autograd (it goes through
-:func:`svdpi.torch.eig`); what costs time is the work on the ``(N, G, d, L)``
+``(G, d, d)`` matrices is cheap (one autograd node whose backward is the
+core's VJP, see :mod:`svdpi.torch._spectral`); what costs time is the work on the ``(N, G, d, L)``
 activations. Autograd alone would make a separate pass for each term of the
 input gradient (centring, covariance, product); these Functions compute the
 statistics and the product in as few passes as the maths allows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import array_api_compat.torch as xp_torch
@@ -12,8 +13,9 @@ from svdpi._validation import check_integer, check_method, check_num_iters
 from svdpi._whitening import ENERGY_RULES
 from torch import nn
 
-from ._eig import _can_read_values, eig
+from ._eig import _can_read_values
 from ._kernels import GroupAffine, GroupMoments
+from ._spectral import SpectralMap, spectral_map
 
 
 def _positive_int(value, name: str) -> int:
@@ -25,6 +27,67 @@ def _nonnegative_float(value, name: str) -> float:
     if not value >= 0.0 or math.isinf(value):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return value
+
+
+@dataclasses.dataclass(frozen=True)
+class _Whitening(SpectralMap):
+    """The ZCA whitening matrix of a covariance, truncated by the layer's rules."""
+
+    method: str
+    num_iters: int
+    min_eigenvalue: float | None
+    max_energy: float | None
+    energy_rule: str
+
+    def _mask(self, eigenvalues):
+        if self.min_eigenvalue is None and self.max_energy is None:
+            return None
+        # Chosen per step from the eigenvalues: no gradient flows through the choice.
+        return svdpi.truncation_mask(
+            eigenvalues.detach(),
+            min_eigenvalue=self.min_eigenvalue,
+            max_energy=self.max_energy,
+            energy_rule=self.energy_rule,
+            xp=xp_torch,
+        )
+
+    def value(self, eigenvalues, eigenvectors):
+        mask = self._mask(eigenvalues)
+        return svdpi.zca_whitening_matrix(eigenvalues, eigenvectors, mask=mask, xp=xp_torch)
+
+    def vjp(self, eigenvalues, eigenvectors, grad):
+        return svdpi.zca_whitening_matrix_vjp(
+            eigenvalues,
+            eigenvectors,
+            grad,
+            mask=self._mask(eigenvalues),
+            method=self.method,
+            num_iters=self.num_iters,
+            xp=xp_torch,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Projector(SpectralMap):
+    """The projector on the ``n_components`` leading eigenvectors."""
+
+    method: str
+    num_iters: int
+    n_components: int
+
+    def value(self, eigenvalues, eigenvectors):
+        return svdpi.pca_projector(eigenvectors, n_components=self.n_components, xp=xp_torch)
+
+    def vjp(self, eigenvalues, eigenvectors, grad):
+        return svdpi.pca_projector_vjp(
+            eigenvalues,
+            eigenvectors,
+            grad,
+            n_components=self.n_components,
+            method=self.method,
+            num_iters=self.num_iters,
+            xp=xp_torch,
+        )
 
 
 class _GroupedEigenNorm(nn.Module):
@@ -200,7 +263,8 @@ class _GroupedEigenNorm(nn.Module):
             buffer = getattr(self, name)
             buffer.lerp_(value.to(buffer.dtype), factor)
 
-    def _eig(self, cov):
+    def _spectral(self, cov, spectral):
+        """``spectral`` of ``cov + eps·I``, one autograd node with the core's VJP."""
         # The finiteness check reads the small (G, d, d) covariance, not the
         # activations: one host synchronisation per step (skipped while
         # torch.compile traces and under torch.func transforms). Without it a
@@ -212,12 +276,7 @@ class _GroupedEigenNorm(nn.Module):
                 "the input (or a gradient step before it) is not finite"
             )
         eye = torch.eye(self.group_size, dtype=cov.dtype, device=cov.device)
-        return eig(
-            cov + self.eps * eye,
-            method=self.method,
-            num_iters=self.num_iters,
-            check_finite=False,
-        )
+        return spectral_map(cov + self.eps * eye, spectral, check_finite=False)
 
 
 class ZCAWhitening(_GroupedEigenNorm):
@@ -277,8 +336,10 @@ class ZCAWhitening(_GroupedEigenNorm):
     Notes
     -----
     The backward pass is the paper's: the gradient of power iteration with
-    deflation, in closed form (:func:`svdpi.eig_vjp`), finite when two
-    eigenvalues of a group's covariance are equal. Under ``torch.autocast``
+    deflation, in closed form, finite when two eigenvalues of a group's
+    covariance are equal. It is :func:`svdpi.zca_whitening_matrix_vjp`, the
+    function NumPy and CuPy users call, so every library gets the same
+    gradient (eigenvalues below the core's floor are held constant there). Under ``torch.autocast``
     the statistics, the eigendecomposition and the products run in float32
     (float64 inputs stay float64); the output has the input's dtype, as a
     BatchNorm's. Truncated eigenpairs are chosen in each training step, and
@@ -379,18 +440,10 @@ class ZCAWhitening(_GroupedEigenNorm):
         return text
 
     def _matrix(self, cov):
-        eigenvalues, eigenvectors = self._eig(cov)
-        mask = None
-        if self.min_eigenvalue is not None or self.max_energy is not None:
-            with torch.no_grad():
-                mask = svdpi.truncation_mask(
-                    eigenvalues,
-                    min_eigenvalue=self.min_eigenvalue,
-                    max_energy=self.max_energy,
-                    energy_rule=self.energy_rule,
-                    xp=xp_torch,
-                )
-        whitening = svdpi.zca_whitening_matrix(eigenvalues, eigenvectors, mask=mask, xp=xp_torch)
+        spectral = _Whitening(
+            self.method, self.num_iters, self.min_eigenvalue, self.max_energy, self.energy_rule
+        )
+        whitening = self._spectral(cov, spectral)
         return whitening, {"running_whitening": whitening.detach()}
 
     def _running_matrix(self, compute):
@@ -404,9 +457,9 @@ class PCADenoising(_GroupedEigenNorm):
     input is standardised per channel, ``x̂ = (x − μ) / sqrt(σ² + eps)``, and
     projected on the ``n_components`` leading eigenvectors of its
     correlation ``R = x̂ x̂ᵀ / M + eps·I``: ``y = weight ⊙ (V_k V_kᵀ x̂) + bias``,
-    the eigenvectors from :func:`svdpi.torch.eig` (SVD-PI gradient; the
-    discarded eigenpairs still enter through the deflation, as in the
-    paper). In evaluation, ``running_mean``, ``running_var`` and
+    the gradient of the projector being :func:`svdpi.pca_projector_vjp`
+    (SVD-PI; the discarded eigenpairs still enter through the deflation, as
+    in the paper). In evaluation, ``running_mean``, ``running_var`` and
     ``running_projector`` replace the batch statistics.
 
     Parameters
@@ -511,8 +564,8 @@ class PCADenoising(_GroupedEigenNorm):
         variance = torch.diagonal(cov, dim1=-2, dim2=-1)
         inv_std = torch.rsqrt(variance + self.eps)
         correlation = cov * inv_std[:, :, None] * inv_std[:, None, :]
-        _, eigenvectors = self._eig(correlation)
-        projector = svdpi.pca_projector(eigenvectors, n_components=self.n_components, xp=xp_torch)
+        spectral = _Projector(self.method, self.num_iters, self.n_components)
+        projector = self._spectral(correlation, spectral)
         stats = {
             "running_var": variance.detach().reshape(-1),
             "running_projector": projector.detach(),
