@@ -242,6 +242,17 @@ def test_n_zero_and_empty_batch_behave_like_eigh():
         assert a.grad.shape == shape
 
 
+@pytest.mark.parametrize("method", ["pi", "exact"])
+def test_meta_tensors_give_shapes(method):
+    a = torch.empty(3, 4, 4, device="meta", dtype=torch.float64, requires_grad=True)
+    for fn in (svdpi.torch.sqrtm, svdpi.torch.inv_sqrtm, svdpi.torch.logm):
+        result = fn(a, method=method)
+        assert result.device.type == "meta"
+        assert result.shape == a.shape
+        result.sum().backward()
+        assert a.grad.shape == a.shape
+
+
 def test_bad_input_names_the_argument():
     a = torch.eye(3, dtype=torch.float64)
     with pytest.raises(TypeError, match=r"a must be a torch\.Tensor"):

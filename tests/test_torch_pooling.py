@@ -100,6 +100,13 @@ def test_empty_batch():
     assert svdpi.torch.CovariancePooling(output="matrix")(x).shape == (0, 5, 5)
 
 
+def test_meta_device():
+    x = torch.empty(2, 5, 3, 3, device="meta")
+    out = svdpi.torch.CovariancePooling(normalize_trace=True)(x)
+    assert out.device.type == "meta"
+    assert out.shape == (2, 15)
+
+
 def test_bad_input_and_arguments():
     pool = svdpi.torch.CovariancePooling()
     with pytest.raises(TypeError, match=r"input must be a torch\.Tensor"):
