@@ -58,11 +58,14 @@ class CovariancePooling(nn.Module):
         ``"triu"``: the upper triangle as ``(N, C(C+1)/2)``; ``"matrix"``:
         the symmetric ``(N, C, C)`` matrix.
 
-    Shape
+    Notes
     -----
-    - Input: ``(N, C, *)`` with at least one spatial dimension, e.g.
-      ``(N, C, H, W)``, float32 or float64.
-    - Output: ``(N, C(C+1)/2)``, or ``(N, C, C)`` with ``output="matrix"``.
+    Input: ``(N, C, *)`` with at least one spatial dimension, e.g.
+    ``(N, C, H, W)``, float32 or float64 (channels-last layouts work too).
+    Output: ``(N, C(C+1)/2)``, or ``(N, C, C)`` with ``output="matrix"``.
+    An empty batch gives an empty output; input without spatial positions
+    raises ``ValueError``. Double backward is not supported (see
+    :func:`svdpi.torch.matrix_power`).
 
     Examples
     --------
