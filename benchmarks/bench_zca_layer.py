@@ -98,9 +98,9 @@ def make_layers(channels, *, with_loop, paper_layers):
     """The timed layers, by row label (``G=`` gives the number of groups)."""
     layers = {"BatchNorm2d": torch.nn.BatchNorm2d(channels)}
     for groups in GROUPS:
-        layers[f"ZCAWhitening(G={groups})"] = svdpi.torch.ZCAWhitening(channels, groups)
+        layers[f"ZCAWhitening(G={groups})"] = svdpi.torch.ZCAWhitening(channels, num_groups=groups)
         try:
-            exact = svdpi.torch.ZCAWhitening(channels, groups, method="exact")
+            exact = svdpi.torch.ZCAWhitening(channels, num_groups=groups, method="exact")
         except ValueError:  # a version of the layer without the exact gradient
             pass
         else:
@@ -117,7 +117,7 @@ def make_layers(channels, *, with_loop, paper_layers):
 def whitening_layers(channels, groups):
     """The layers of the error table, at one group count, with the same ``eps``."""
     return {
-        "ZCAWhitening": svdpi.torch.ZCAWhitening(channels, groups, eps=EPS),
+        "ZCAWhitening": svdpi.torch.ZCAWhitening(channels, num_groups=groups, eps=EPS),
         "DBN": DBN(channels, groups, eps=EPS),
         "IterNorm(T=5)": IterNorm(channels, groups, eps=EPS, iterations=5),
     }

@@ -427,3 +427,38 @@ def test_bad_shapes_and_dtypes_are_rejected():
         svdpi.matrix_log(w, np.eye(3, dtype=np.int64))
     with pytest.raises(ValueError, match="grad_whitening must have shape"):
         svdpi.zca_whitening_matrix_vjp(w, v, np.eye(2), method="exact")
+
+
+@pytest.mark.parametrize(
+    "spectrum", [[5.0, 2.0, 2.0, 0.1], [1.0, 1.0, 1.0, 1.0], [9.0, 1e-3, 1e-3 + 1e-12, 1e-4]]
+)
+def test_exact_whitening_entries_are_bounded_by_half_lambda_min_to_minus_three_halves(
+    xp, spectrum
+):
+    """The docs' bound: with the all-ones cotangent in the eigenbasis, Vᵀ (∂L/∂A) V is the
+    kernel G itself, and every |G_ij| <= λ_min^{-3/2} / 2, reached at G_nn."""
+    a, _, _ = _problem(spectrum, seed=17)
+    w, v = svdpi.eig(from_numpy(xp, a))
+    v_np = to_numpy(v)
+    ones = v_np @ np.ones((4, 4)) @ v_np.T
+    grad = to_numpy(svdpi.zca_whitening_matrix_vjp(w, v, from_numpy(xp, ones), method="exact"))
+    kernel = v_np.T @ grad @ v_np
+    bound = 0.5 * min(spectrum) ** -1.5
+    assert np.max(np.abs(kernel)) <= bound * (1 + 1e-9)
+    assert abs(kernel[-1, -1]) == pytest.approx(bound, rel=1e-9)
+
+
+@pytest.mark.parametrize("f", FUNCTIONS)
+@pytest.mark.parametrize("spectrum", [[4.0, 1.0, 1.0, 1e-5], [1.0, 1.0 - 1e-7, 0.3, 0.3]])
+def test_exact_in_float32_agrees_with_float64(xp, spectrum, f):
+    """Single precision keeps float32 accuracy with ratios near eps and ties near eps."""
+    a, g, _ = _problem(spectrum, seed=18)
+    # The same eigenpairs in both precisions, so that only the gradient's rounding differs.
+    w64, v64 = svdpi.eig(a)
+    results = []
+    for dtype in (xp.float32, xp.float64):
+        w, v = from_numpy(xp, w64, dtype), from_numpy(xp, v64, dtype)
+        results.append(to_numpy(_vjp(w, v, f, from_numpy(xp, g, dtype), method="exact")))
+    single, double = results
+    assert single.dtype == np.float32
+    assert_close(single, double, rtol=2e-5)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import doctest
 import importlib
+import inspect
+import io
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -147,7 +153,7 @@ def test_truncation_rules():
     w, v = svdpi.eig(cov.numpy())
     threshold = float(w[:, 1].min())  # keeps one or two eigenpairs per group
     layer = svdpi.torch.ZCAWhitening(
-        8, 2, min_eigenvalue=threshold, momentum=1.0, dtype=torch.float64
+        8, num_groups=2, min_eigenvalue=threshold, momentum=1.0, dtype=torch.float64
     )
     layer(x)
     mask = svdpi.truncation_mask(w, min_eigenvalue=threshold)
@@ -176,7 +182,9 @@ def test_eval_with_momentum_one_reproduces_training(shape, kind):
     if kind == "zca":
         layer = svdpi.torch.ZCAWhitening(8, num_groups=2, momentum=1.0, dtype=torch.float64)
     else:
-        layer = svdpi.torch.PCADenoising(8, 3, momentum=1.0, num_groups=2, dtype=torch.float64)
+        layer = svdpi.torch.PCADenoising(
+            8, n_components=3, momentum=1.0, num_groups=2, dtype=torch.float64
+        )
     _randomise_affine(layer)
     x = _input(shape)
     y_train = layer(x)
@@ -240,15 +248,18 @@ def test_state_dict_round_trip(kind):
 
 def test_reset_parameters_and_repr():
     layer = _randomise_affine(
-        svdpi.torch.ZCAWhitening(8, 2, max_energy=0.99, energy_rule="inclusive")
+        svdpi.torch.ZCAWhitening(8, num_groups=2, max_energy=0.99, energy_rule="inclusive")
     )
     layer.reset_parameters()
     assert torch.equal(layer.weight, torch.ones(8))
     assert torch.equal(layer.bias, torch.zeros(8))
     text = repr(layer)
-    assert text.startswith("ZCAWhitening(8, num_groups=2, eps=0.0001, momentum=0.1")
-    assert "energy_rule='inclusive'" in text
-    assert "n_components=5" in repr(svdpi.torch.PCADenoising(10, 5))
+    assert text.startswith(
+        "ZCAWhitening(8, eps=0.0001, momentum=0.1, affine=True, track_running_stats=True, "
+        "num_groups=2, method='pi'"
+    )
+    assert "max_energy=0.99, energy_rule='inclusive'" in text
+    assert "n_components=5" in repr(svdpi.torch.PCADenoising(10, n_components=5))
 
 
 def test_dtypes_and_autocast():
@@ -400,3 +411,275 @@ def test_projector_map_gradient_is_the_cores_vjp(xp):
     w, v = svdpi.eig(xp.asarray(corr + layer.eps * np.eye(4), dtype=xp.float64))
     expected = svdpi.pca_projector_vjp(w, v, xp.asarray(grad), n_components=2, num_iters=7)
     assert_close(corr_t.grad, expected, rtol=1e-8)
+
+
+# -- the BatchNorm-shaped API -----------------------------------------------------------
+
+LAYER_CLASSES = {
+    "zca": (svdpi.torch.ZCAWhitening, {}),
+    "pca": (svdpi.torch.PCADenoising, {"n_components": 2}),
+    "sync-zca": (svdpi.torch.SyncZCAWhitening, {}),
+    "sync-pca": (svdpi.torch.SyncPCADenoising, {"n_components": 2}),
+}
+
+
+@pytest.mark.parametrize("kind", LAYER_CLASSES)
+def test_batchnorm_shaped_signature(kind):
+    cls, required = LAYER_CLASSES[kind]
+    parameters = inspect.signature(cls).parameters
+    positional = [p.name for p in parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    batchnorm = list(inspect.signature(torch.nn.BatchNorm2d).parameters)[:5]
+    assert (
+        positional
+        == batchnorm
+        == [
+            "num_features",
+            "eps",
+            "momentum",
+            "affine",
+            "track_running_stats",
+        ]
+    )
+    keyword_only = {p.name for p in parameters.values() if p.kind is p.KEYWORD_ONLY}
+    assert {"num_groups", "method", "num_iters", "check_finite", "device", "dtype"} <= keyword_only
+    # BatchNorm's positional order works as it does there.
+    layer = cls(8, 1e-3, 0.2, False, False, num_groups=2, **required)
+    assert (layer.eps, layer.momentum, layer.affine, layer.track_running_stats) == (
+        1e-3,
+        0.2,
+        False,
+        False,
+    )
+    assert layer.weight is None
+    assert layer.running_mean is None
+    with pytest.raises(TypeError):
+        cls(8, 1e-3, 0.2, True, True, 2, **required)  # num_groups is keyword-only
+
+
+def test_pca_n_components_is_required():
+    # 0.1's default (16) made PCADenoising(8) fail; there is no default that
+    # suits every group size, so it is required and named.
+    with pytest.raises(TypeError, match="n_components"):
+        svdpi.torch.PCADenoising(8)
+    with pytest.raises(TypeError, match="n_components"):
+        svdpi.torch.SyncPCADenoising(8)
+    for c in (1, 8, 64):
+        layer = svdpi.torch.PCADenoising(c, n_components=1)
+        assert layer(torch.randn(4, c, 3)).shape == (4, c, 3)
+
+
+@pytest.mark.parametrize("kind", ["zca", "pca"])
+def test_loads_a_checkpoint_in_the_0_1_format(kind):
+    # A state dict as svdpi 0.1 wrote it: the same keys, module version 1 in
+    # the metadata (0.1 set no _version), here without num_batches_tracked
+    # (as a hand-converted checkpoint may be), which loads as 0 like BatchNorm.
+    cls, required = LAYER_CLASSES[kind]
+    source = cls(8, num_groups=2, dtype=torch.float64, **required)
+    source(_input((20, 8)))
+    state = source.state_dict()
+    saved = collections.OrderedDict((k, v.clone()) for k, v in state.items())
+    saved._metadata = {"": {"version": 1}}
+    del saved["num_batches_tracked"]
+    buffer = io.BytesIO()
+    torch.save(saved, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer)
+    assert loaded._metadata[""]["version"] == 1
+    target = cls(8, num_groups=2, dtype=torch.float64, **required)
+    assert target._version == 2
+    target.load_state_dict(loaded)
+    for name, value in target.state_dict().items():
+        expected = torch.tensor(0) if name == "num_batches_tracked" else state[name]
+        assert torch.equal(value, expected), name
+    # The current format round-trips, and its version is recorded.
+    assert source.state_dict()._metadata[""]["version"] == 2
+    target.load_state_dict(source.state_dict())
+    assert torch.equal(target.num_batches_tracked, source.num_batches_tracked)
+
+
+@pytest.mark.parametrize("kind", LAYER_CLASSES)
+def test_check_finite_off_reads_nothing_on_the_host(kind, monkeypatch):
+    cls, required = LAYER_CLASSES[kind]
+    layer = cls(8, num_groups=2, check_finite=False, **required)
+    x = torch.randn(6, 8, 3)
+    reference = cls(8, num_groups=2, **required)(x)
+
+    def no_host_read(*args, **kwargs):
+        raise AssertionError("the layer read the covariance on the host")
+
+    monkeypatch.setattr(torch, "isfinite", no_host_read)
+    assert_close(layer(x), reference, rtol=1e-6)
+    # Non-finite input with the check off: never a finite-looking answer; on
+    # the CPU LAPACK may also refuse it (a GPU returns NaN).
+    bad = x.clone()
+    bad[1, 2, 0] = float("nan")
+    try:
+        y = layer(bad)
+    except torch.linalg.LinAlgError:
+        return
+    assert not bool(torch.isnan(y).logical_not().all())
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        cls(8, num_groups=2, **required)(bad)
+
+
+# -- edge cases, against BatchNorm ------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", LAYER_CLASSES)
+@pytest.mark.parametrize("shape", [(0, 8, 4, 4), (3, 8, 0, 2), (0, 8)])
+def test_empty_batch_like_batchnorm(kind, shape):
+    cls, required = LAYER_CLASSES[kind]
+    layer = cls(8, num_groups=2, **required)
+    batchnorm = torch.nn.BatchNorm2d(8) if len(shape) == 4 else torch.nn.BatchNorm1d(8)
+    buffers = {k: v.clone() for k, v in layer.named_buffers()}
+    for module in (layer, batchnorm):
+        x = torch.randn(shape, requires_grad=True)
+        y = module(x)
+        y.sum().backward()
+        assert y.shape == shape
+        assert x.grad.shape == shape
+        assert torch.equal(module.weight.grad, torch.zeros(8))
+        assert torch.equal(module.bias.grad, torch.zeros(8))
+        assert int(module.num_batches_tracked) == 1
+    for name, value in layer.named_buffers():
+        if name != "num_batches_tracked":
+            assert torch.equal(value, buffers[name]), name  # untouched, as BatchNorm's
+    layer.eval()
+    batchnorm.eval()
+    assert layer(torch.randn(shape)).shape == batchnorm(torch.randn(shape)).shape == shape
+
+
+@pytest.mark.parametrize("kind", LAYER_CLASSES)
+def test_one_value_per_channel_raises_like_batchnorm(kind):
+    # The Sync layers without a process group are the plain layers: same error.
+    cls, required = LAYER_CLASSES[kind]
+    layer = cls(8, num_groups=2, **required)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        torch.nn.BatchNorm1d(8)(torch.randn(1, 8))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        layer(torch.randn(1, 8))
+    assert torch.equal(layer.running_mean, torch.zeros(8))
+    assert int(layer.num_batches_tracked) == 0
+
+
+@pytest.mark.parametrize("kind", LAYER_CLASSES)
+@pytest.mark.parametrize("training", [True, False])
+def test_channels_last_keeps_its_memory_format(kind, training):
+    cls, required = LAYER_CLASSES[kind]
+    layer = cls(8, num_groups=2, dtype=torch.float64, **required).train(training)
+    x = _input((4, 8, 3, 5))
+    for memory_format, dims in ((torch.channels_last, 4), (torch.channels_last_3d, 5)):
+        xm = (x if dims == 4 else x[..., None].expand(4, 8, 3, 5, 2).contiguous()).contiguous(
+            memory_format=memory_format
+        )
+        y = layer(xm)
+        assert y.is_contiguous(memory_format=memory_format)
+        batchnorm = torch.nn.BatchNorm2d(8) if dims == 4 else torch.nn.BatchNorm3d(8)
+        assert batchnorm.double()(xm).is_contiguous(memory_format=memory_format)
+        assert_close(y, layer(xm.contiguous()), rtol=1e-12)
+        assert layer(xm.contiguous()).is_contiguous()
+
+
+@pytest.mark.parametrize("kind", LAYER_CLASSES)
+def test_meta_device_and_deferred_initialisation(kind):
+    cls, required = LAYER_CLASSES[kind]
+    layer = cls(8, num_groups=2, device="meta", **required)
+    x = torch.empty(4, 8, 3, 3, device="meta")
+    for training in (True, False):
+        y = layer.train(training)(x)
+        assert y.device.type == "meta"
+        assert y.shape == x.shape
+    # Deferred initialisation: materialise, then reset, as for BatchNorm.
+    layer.to_empty(device="cpu")
+    layer.reset_parameters()
+    fresh = cls(8, num_groups=2, **required)
+    for (name, value), expected in zip(
+        layer.state_dict().items(), fresh.state_dict().values(), strict=True
+    ):
+        assert torch.equal(value, expected), name
+    x = torch.randn(4, 8, 3, 3)
+    assert torch.equal(layer.train()(x), fresh(x))
+
+
+# -- method="exact" (the core's Daleckii–Krein VJPs) -------------------------------------
+
+
+def test_zca_exact_gradient_is_the_cores_and_basis_independent():
+    # A repeated eigenvalue: the exact gradient is finite and does not depend
+    # on the basis the eigensolver picks inside the repeated eigenspace.
+    rng = np.random.default_rng(5)
+    cov = spd_with_spectrum(np.array([2.0, 1.0, 1.0, 0.5]), rng, batch=(2,))
+    grad = rng.standard_normal(cov.shape)
+    layer = svdpi.torch.ZCAWhitening(4, method="exact", dtype=torch.float64)
+    cov_t = torch.from_numpy(cov).requires_grad_(True)
+    whitening, _ = layer._matrix(cov_t)
+    whitening.backward(torch.from_numpy(grad))
+    w, v = svdpi.eig(cov + layer.eps * np.eye(4))
+    expected = svdpi.zca_whitening_matrix_vjp(w, v, grad, method="exact")
+    assert np.isfinite(cov_t.grad.numpy()).all()
+    assert_close(cov_t.grad, expected, rtol=1e-10)
+    # Rotate the basis of the repeated pair: the same gradient.
+    c, s = np.cos(0.7), np.sin(0.7)
+    rotated = v.copy()
+    rotated[..., 1:3] = v[..., 1:3] @ np.array([[c, -s], [s, c]])
+    again = svdpi.zca_whitening_matrix_vjp(w, rotated, grad, method="exact")
+    assert_close(cov_t.grad, again, rtol=1e-10)
+
+
+def test_pca_exact_gradient_is_the_cores():
+    # Repeated eigenvalues on each side of the cut (2 of 4 kept), a gap at it.
+    rng = np.random.default_rng(6)
+    corr = spd_with_spectrum(np.array([3.0, 3.0, 1.0, 1.0]), rng, batch=(2,))
+    grad = rng.standard_normal(corr.shape)
+    layer = svdpi.torch.PCADenoising(4, n_components=2, method="exact", dtype=torch.float64)
+    corr_t = torch.from_numpy(corr).requires_grad_(True)
+    projector = svdpi.torch._whitening._Projector("exact", layer.num_iters, 2)
+    layer._spectral(corr_t, projector).backward(torch.from_numpy(grad))
+    w, v = svdpi.eig(corr + layer.eps * np.eye(4))
+    expected = svdpi.pca_projector_vjp(w, v, grad, n_components=2, method="exact")
+    assert np.isfinite(corr_t.grad.numpy()).all()
+    assert_close(corr_t.grad, expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("kind", LAYER_CLASSES)
+def test_exact_method_trains(kind):
+    cls, required = LAYER_CLASSES[kind]
+    layer = cls(8, num_groups=2, method="exact", dtype=torch.float64, **required)
+    x = _input((6, 8, 3)).requires_grad_(True)
+    layer(x).square().sum().backward()
+    assert bool(torch.isfinite(x.grad).all())
+    assert "method='exact'" in repr(layer)
+
+
+@pytest.mark.slow
+def test_layers_compile_with_fullgraph_in_a_fresh_process():
+    # Training step (forward + backward through the spectral Function) of
+    # both layers, compiled without a graph break, in a fresh interpreter.
+    script = textwrap.dedent(
+        """
+        import warnings
+        warnings.simplefilter("ignore", FutureWarning)
+        import torch, svdpi.torch
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3),
+            svdpi.torch.ZCAWhitening(8, num_groups=2),
+            svdpi.torch.PCADenoising(8, n_components=2, num_groups=2, method="exact"),
+        )
+        x = torch.randn(4, 3, 8, 8)
+        compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
+        compiled(x).square().sum().backward()
+        grads = [p.grad.clone() for p in net.parameters()]
+        net.zero_grad()
+        net(x).square().sum().backward()
+        for g, p in zip(grads, net.parameters()):
+            assert torch.allclose(g, p.grad, rtol=1e-4, atol=1e-5), (g, p.grad)
+        print("ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok"

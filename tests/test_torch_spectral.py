@@ -131,11 +131,8 @@ def test_compiles_without_graph_break_in_a_fresh_process():
         a = torch.randn(2, 4, 6, dtype=torch.float64)
         a = a @ a.mT / 6
         x, y = a.clone().requires_grad_(), a.clone().requires_grad_()
-        # Eager first: the core's lazy fast-path import is failure 1 of issue 12
-        # (branch core-harden, with its own fresh-process test); this test is
-        # about the Function.
-        loss(y).backward()
         torch.compile(loss, fullgraph=True, backend="aot_eager")(x).backward()
+        loss(y).backward()
         assert torch.allclose(x.grad, y.grad, rtol=1e-12), (x.grad, y.grad)
         print("ok")
         """

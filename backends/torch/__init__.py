@@ -9,15 +9,25 @@ the paper, drop-in replacements for a BatchNorm layer;
 of a distributed job.
 """
 
-# The core looks its torch fast paths up in sys.modules (importing them on
-# first use); an import while torch.compile traces is a hard graph break, so
-# a fresh process compiling eig's backward failed with fullgraph=True.
-from . import _native  # noqa: F401
+# ruff: noqa: E402 (the version check runs before anything else is imported)
+import torch as _torch
+
+from ._requirements import check_torch_version as _check_torch_version
+
+_check_torch_version(_torch.__version__)
+
+from svdpi._dispatch import register as _register
+
+from . import _native
 from ._eig import eig
 from ._matrix_functions import inv_sqrtm, logm, matrix_power, sqrtm
 from ._pooling import CovariancePooling
 from ._sync import SyncPCADenoising, SyncZCAWhitening, convert_sync_whitening
 from ._whitening import PCADenoising, ZCAWhitening
+
+# The core's fast paths for torch tensors (see svdpi._dispatch), registered on
+# import so that nothing is imported later, inside a traced call.
+_register("torch", all_finite=_native.all_finite, coefficient_product=_native.coefficient_product)
 
 __all__ = [
     "CovariancePooling",

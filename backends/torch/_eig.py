@@ -173,6 +173,19 @@ def _can_read_values() -> bool:
     return not torch._C._are_functorch_transforms_active()
 
 
+def _check_matrix(a, check_finite: bool, *, allow_empty: bool = False) -> None:
+    """The checks on ``a`` of :func:`eig` and of :func:`svdpi.torch._spectral.spectral_map`."""
+    if not isinstance(a, torch.Tensor):
+        raise TypeError(f"a must be a torch.Tensor, got {type(a).__name__}")
+    check_floating(a, "a", xp_torch)
+    check_square(a, "a", allow_empty=allow_empty)
+    if check_finite and _can_read_values() and not all_finite(a, xp_torch):
+        raise ValueError(
+            "a must contain only finite values (it has NaN or inf entries); "
+            "pass check_finite=False to skip this check"
+        )
+
+
 def eig(
     a: torch.Tensor, *, method: str = "pi", num_iters: int = 19, check_finite: bool = True
 ) -> svdpi.EigResult:
@@ -247,17 +260,9 @@ def eig(
     tensor([[3., 1.],
             [6., 2.]], dtype=torch.float64)
     """
-    if not isinstance(a, torch.Tensor):
-        raise TypeError(f"a must be a torch.Tensor, got {type(a).__name__}")
+    _check_matrix(a, check_finite, allow_empty=True)
     check_method(method)
     num_iters = check_num_iters(num_iters)
-    check_floating(a, "a", xp_torch)
-    check_square(a, "a")
-    if check_finite and _can_read_values() and not all_finite(a, xp_torch):
-        raise ValueError(
-            "a must contain only finite values (it has NaN or inf entries); "
-            "pass check_finite=False to skip this check"
-        )
     if torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active():
         # torch.compile of a torch.func transform (e.g. compile(vmap(grad(f))))
         # would drop the custom backward and differentiate eigh itself: a wrong,

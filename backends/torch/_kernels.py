@@ -23,6 +23,8 @@ equal those of one process on the full batch.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.distributed as dist
 
@@ -80,7 +82,12 @@ class GroupMoments(torch.autograd.Function):
         _, group = inputs
         centred, _, _, count = output
         ctx.save_for_backward(centred, count)
-        ctx.group = group
+        # A weak reference: the autograd graph (alive as long as an output is)
+        # must not keep the process group alive past destroy_process_group.
+        # When it did, the group was destroyed at interpreter exit instead,
+        # where gloo aborted the process ("terminate called without an active
+        # exception") in about a third of 2-process runs.
+        ctx.group = None if group is None else weakref.ref(group)
         ctx.mark_non_differentiable(count)
         ctx.set_materialize_grads(False)
 
@@ -97,8 +104,13 @@ class GroupMoments(torch.autograd.Function):
         if grad_cov is None:
             grad_cov = torch.zeros(g, d, d, dtype=centred.dtype, device=centred.device)
         if ctx.group is not None:
+            group = ctx.group()
+            if group is None:
+                raise RuntimeError(
+                    "the process group of this forward pass was destroyed before its backward pass"
+                )
             packed = torch.cat([grad_mu.reshape(-1), grad_cov.reshape(-1)])
-            _all_reduce(packed, ctx.group)
+            _all_reduce(packed, group)
             grad_mu = packed[: g * d].reshape(g, d)
             grad_cov = packed[g * d :].reshape(g, d, d)
         # The μ-dependence of the covariance drops out: Σ x̃ = 0 over the global batch.

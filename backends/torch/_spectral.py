@@ -39,14 +39,10 @@ that raise instead of being silently wrong.
 
 from __future__ import annotations
 
-import array_api_compat.torch as xp_torch
-
 import torch
-from svdpi._eig import all_finite
-from svdpi._validation import check_floating, check_square
 
 from ._autograd import cached_signature
-from ._eig import _can_read_values, _eigh_descending, _FirstOrderOnly
+from ._eig import _check_matrix, _eigh_descending, _FirstOrderOnly
 
 
 class SpectralMap:
@@ -184,17 +180,9 @@ def spectral_map(a: torch.Tensor, spectral: SpectralMap, *, check_finite: bool =
     torch.Tensor
         ``spectral.value(eigenvalues, eigenvectors)``.
     """
-    if not isinstance(a, torch.Tensor):
-        raise TypeError(f"a must be a torch.Tensor, got {type(a).__name__}")
+    _check_matrix(a, check_finite)
     if not isinstance(spectral, SpectralMap):
         raise TypeError(f"spectral must be a SpectralMap, got {type(spectral).__name__}")
-    check_floating(a, "a", xp_torch)
-    check_square(a, "a")
-    if check_finite and _can_read_values() and not all_finite(a, xp_torch):
-        raise ValueError(
-            "a must contain only finite values (it has NaN or inf entries); "
-            "pass check_finite=False to skip this check"
-        )
     if torch.compiler.is_compiling():
         if torch._C._are_functorch_transforms_active():
             # As in svdpi.torch.eig: compile of a torch.func transform would drop

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from ._whitening import PCADenoising, ZCAWhitening, _GroupedEigenNorm
+from ._whitening import PCADenoising, ZCAWhitening, _GroupedEigenNorm, _signature_with
 
 
 class _Synchronised:
@@ -33,6 +35,18 @@ class _Synchronised:
         return group
 
 
+def _synchronised_init(plain: type[_GroupedEigenNorm]):
+    """``__init__`` of the Sync twin of ``plain``: its arguments plus ``process_group``."""
+
+    def __init__(self, *args, process_group=None, **config):
+        plain.__init__(self, *args, **config)
+        self.process_group = process_group
+
+    own = inspect.Parameter("process_group", inspect.Parameter.KEYWORD_ONLY, default=None)
+    __init__.__signature__ = _signature_with(plain.__init__, [own])
+    return __init__
+
+
 class SyncZCAWhitening(_Synchronised, ZCAWhitening):
     """:class:`ZCAWhitening` with the batch statistics of all processes (like ``SyncBatchNorm``).
 
@@ -45,14 +59,27 @@ class SyncZCAWhitening(_Synchronised, ZCAWhitening):
 
     Parameters
     ----------
-    num_features, num_groups, eps, momentum, affine, track_running_stats, method, num_iters
+    num_features, eps, momentum, affine, track_running_stats
         As in :class:`ZCAWhitening`.
-    min_eigenvalue, max_energy, energy_rule
-        As in :class:`ZCAWhitening`.
+    num_groups, method, num_iters, check_finite, min_eigenvalue, max_energy, energy_rule
+        As in :class:`ZCAWhitening` (keyword-only).
     process_group : torch.distributed.ProcessGroup, optional
         The processes to synchronise; the default group when omitted.
+        Keyword-only.
     device, dtype : optional
         Of the parameters and buffers.
+
+    Notes
+    -----
+    Call ``torch.distributed.destroy_process_group()`` before the program
+    exits, as PyTorch asks: a gloo group left to be destroyed during
+    interpreter shutdown can abort the process with "terminate called
+    without an active exception" (SIGABRT) after all the work is done. The
+    layer's autograd graphs hold the process group only weakly, so outputs
+    still alive do not delay its destruction (svdpi 0.1 held it strongly,
+    which made that abort happen under ``torchrun`` in about a third of the
+    runs); a backward pass after the group was destroyed raises
+    ``RuntimeError``.
 
     Examples
     --------
@@ -69,40 +96,7 @@ class SyncZCAWhitening(_Synchronised, ZCAWhitening):
     True
     """
 
-    def __init__(
-        self,
-        num_features: int,
-        num_groups: int = 1,
-        eps: float = 1e-4,
-        momentum: float | None = 0.1,
-        affine: bool = True,
-        track_running_stats: bool = True,
-        method: str = "pi",
-        num_iters: int = 19,
-        *,
-        min_eigenvalue: float | None = None,
-        max_energy: float | None = None,
-        energy_rule: str = "preceding",
-        process_group=None,
-        device=None,
-        dtype=None,
-    ):
-        super().__init__(
-            num_features,
-            num_groups,
-            eps,
-            momentum,
-            affine,
-            track_running_stats,
-            method,
-            num_iters,
-            min_eigenvalue=min_eigenvalue,
-            max_energy=max_energy,
-            energy_rule=energy_rule,
-            device=device,
-            dtype=dtype,
-        )
-        self.process_group = process_group
+    __init__ = _synchronised_init(ZCAWhitening)
 
 
 class SyncPCADenoising(_Synchronised, PCADenoising):
@@ -110,10 +104,10 @@ class SyncPCADenoising(_Synchronised, PCADenoising):
 
     Parameters
     ----------
-    num_features, n_components, eps, momentum, affine, num_groups
+    num_features, eps, momentum, affine, track_running_stats
         As in :class:`PCADenoising`.
-    track_running_stats, method, num_iters
-        As in :class:`PCADenoising`.
+    n_components, num_groups, method, num_iters, check_finite
+        As in :class:`PCADenoising` (keyword-only; ``n_components`` is required).
     process_group : torch.distributed.ProcessGroup, optional
         The processes to synchronise; the default group when omitted.
     device, dtype : optional
@@ -126,36 +120,7 @@ class SyncPCADenoising(_Synchronised, PCADenoising):
     torch.Size([1, 32, 32])
     """
 
-    def __init__(
-        self,
-        num_features: int,
-        n_components: int = 16,
-        eps: float = 1e-4,
-        momentum: float | None = 0.1,
-        affine: bool = True,
-        num_groups: int = 1,
-        track_running_stats: bool = True,
-        method: str = "pi",
-        num_iters: int = 19,
-        *,
-        process_group=None,
-        device=None,
-        dtype=None,
-    ):
-        super().__init__(
-            num_features,
-            n_components,
-            eps,
-            momentum,
-            affine,
-            num_groups,
-            track_running_stats,
-            method,
-            num_iters,
-            device=device,
-            dtype=dtype,
-        )
-        self.process_group = process_group
+    __init__ = _synchronised_init(PCADenoising)
 
 
 _SYNC_CLASSES = ((ZCAWhitening, SyncZCAWhitening), (PCADenoising, SyncPCADenoising))

@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import inspect
 import math
 
 import array_api_compat.torch as xp_torch
 
 import svdpi
 import torch
-from svdpi._validation import check_integer, check_method, check_num_iters
+from svdpi._validation import (
+    MATRIX_FUNCTION_METHODS,
+    check_integer,
+    check_method,
+    check_num_iters,
+)
 from svdpi._whitening import ENERGY_RULES
 from torch import nn
 
 from ._eig import _can_read_values
 from ._kernels import GroupAffine, GroupMoments
 from ._spectral import SpectralMap, spectral_map
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The memory format an output like ``x`` should have (as BatchNorm's)."""
+    if x.is_contiguous():
+        return torch.contiguous_format
+    channels_last = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+    if channels_last is not None and x.is_contiguous(memory_format=channels_last):
+        return channels_last
+    return torch.contiguous_format
 
 
 def _positive_int(value, name: str) -> int:
@@ -90,29 +107,64 @@ class _Projector(SpectralMap):
         )
 
 
+# Constructor parameters that are not part of a layer's configuration.
+_NOT_CONFIGURATION = frozenset({"self", "device", "dtype", "process_group"})
+
+
+def _signature_with(base_init, own: list[inspect.Parameter]) -> inspect.Signature:
+    """``base_init``'s signature with the keyword-only parameters ``own`` before ``device``."""
+    base = list(inspect.signature(base_init).parameters.values())
+    cut = [p.name for p in base].index("device")
+    return inspect.Signature(base[:cut] + own + base[cut:])
+
+
+def _adds_options(base_init):
+    """Decorator: ``__init__(self, *args, <own options>, **config)`` gets the full signature.
+
+    The signature is ``base_init``'s with the decorated function's own
+    keyword-only parameters inserted before ``device``: what ``help()``,
+    ``inspect.signature`` and the docs show, and what :meth:`_config` reads.
+    """
+
+    def decorate(init):
+        own = inspect.signature(init).parameters.values()
+        keyword_only = [p for p in own if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        init.__signature__ = _signature_with(base_init, keyword_only)
+        return init
+
+    return decorate
+
+
 class _GroupedEigenNorm(nn.Module):
     """What the whitening layers share: groups, buffers, statistics, input checks.
 
     A subclass defines ``_matrix(cov)``, the ``(G, d, d)`` map applied to the
     centred input in training (differentiable), and how its running
-    statistics are kept.
+    statistics are kept. Its ``__init__`` takes the base's arguments through
+    ``*args, **config`` plus keyword-only options of its own, stored as
+    attributes of the same name, and is decorated with :func:`_adds_options`
+    so that its signature (help, docs, :meth:`_config`) lists all of them.
     """
 
     # True in the synchronised subclasses (their statistics span a process group).
     _synchronised = False
+    # 2: svdpi 0.2 (see _load_from_state_dict); modules saved by 0.1 carry version 1.
+    _version = 2
 
     def __init__(
         self,
-        num_features,
-        num_groups,
-        eps,
-        momentum,
-        affine,
-        track_running_stats,
-        method,
-        num_iters,
-        device,
-        dtype,
+        num_features: int,
+        eps: float = 1e-4,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        *,
+        num_groups: int = 1,
+        method: str = "pi",
+        num_iters: int = 19,
+        check_finite: bool = True,
+        device=None,
+        dtype=None,
     ):
         super().__init__()
         self.num_features = _positive_int(num_features, "num_features")
@@ -129,8 +181,9 @@ class _GroupedEigenNorm(nn.Module):
         self.momentum = None if momentum is None else float(momentum)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
-        self.method = check_method(method)
+        self.method = check_method(method, MATRIX_FUNCTION_METHODS)
         self.num_iters = check_num_iters(num_iters)
+        self.check_finite = bool(check_finite)
         factory = {"device": device, "dtype": dtype}
         if self.affine:
             self.weight = nn.Parameter(torch.empty(self.num_features, **factory))
@@ -151,6 +204,23 @@ class _GroupedEigenNorm(nn.Module):
             self.register_buffer("num_batches_tracked", None)
         self.reset_parameters()
 
+    def _config(self) -> dict:
+        """Constructor arguments that rebuild this layer (for convert_sync_whitening)."""
+        names = inspect.signature(type(self).__init__).parameters
+        return {name: getattr(self, name) for name in names if name not in _NOT_CONFIGURATION}
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, *args):
+        # As BatchNorm: a missing num_batches_tracked (a state dict written by
+        # hand, or converted from a layer without one) loads as 0 rather than
+        # failing a strict load. svdpi 0.1 (version 1) wrote the same keys and
+        # shapes as 0.2, so its checkpoints need no other conversion; a later
+        # format change converts from local_metadata["version"] here.
+        key = prefix + "num_batches_tracked"
+        if self.track_running_stats and key not in state_dict:
+            device = self.num_batches_tracked.device
+            state_dict[key] = torch.tensor(0, dtype=torch.long, device=device)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, *args)
+
     # -- BatchNorm-like interface ------------------------------------------------------
 
     def reset_running_stats(self) -> None:
@@ -168,12 +238,9 @@ class _GroupedEigenNorm(nn.Module):
             nn.init.zeros_(self.bias)
 
     def extra_repr(self) -> str:
-        return (
-            f"{self.num_features}, num_groups={self.num_groups}, eps={self.eps}, "
-            f"momentum={self.momentum}, affine={self.affine}, "
-            f"track_running_stats={self.track_running_stats}, method={self.method!r}, "
-            f"num_iters={self.num_iters}"
-        )
+        config = self._config()
+        text = str(config.pop("num_features"))
+        return ", ".join([text, *(f"{name}={value!r}" for name, value in config.items())])
 
     # -- forward -----------------------------------------------------------------------
 
@@ -203,19 +270,27 @@ class _GroupedEigenNorm(nn.Module):
         use_batch_stats = self.training or not self.track_running_stats
         n = x.shape[0]
         length = math.prod(x.shape[2:])
-        if use_batch_stats and not self._synchronised and n * length == 1:
+        group = self._active_group() if use_batch_stats else None
+        if use_batch_stats and group is None and n * length <= 1:
+            if n * length == 0:
+                return self._empty_batch(x)
             raise ValueError(
                 f"Expected more than 1 value per channel when training, got input size "
                 f"{tuple(x.shape)}"
             )
         # Statistics and eig in float32 even under autocast (float64 stays float64);
-        # the output dtype is the input's, as with BatchNorm.
+        # the output dtype is the input's, as with BatchNorm. (No autocast
+        # context on devices without one, such as meta.)
         compute = torch.float64 if x.dtype == torch.float64 else torch.float32
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        autocast = (
+            torch.autocast(device_type=x.device.type, enabled=False)
+            if torch.amp.is_autocast_available(x.device.type)
+            else contextlib.nullcontext()
+        )
+        with autocast:
             g, d = self.num_groups, self.group_size
             xg = x.to(compute).reshape(n, g, d, length)
             if use_batch_stats:
-                group = self._active_group()
                 centred, mean, cov, _ = GroupMoments.apply(xg, group)
                 matrix, extra_stats = self._matrix(cov)
                 if self.training and self.track_running_stats:
@@ -228,24 +303,27 @@ class _GroupedEigenNorm(nn.Module):
                 mean = self.running_mean.to(compute).reshape(g, d)
                 bias = bias - (matrix @ mean[:, :, None])[:, :, 0]
                 y = GroupAffine.apply(xg, matrix, bias)
-        return y.reshape(x.shape).to(x.dtype)
+        # The kernels work on (N, G, d, L) rows; give the output the input's
+        # memory format back (channels_last in, channels_last out, as BatchNorm).
+        return y.reshape(x.shape).to(x.dtype, memory_format=_memory_format(x))
+
+    def _empty_batch(self, x):
+        """BatchNorm's answer to an input with no samples: an empty output.
+
+        The running statistics stay as they are but the batch counts, as in
+        ``nn.BatchNorm2d``; the parameters get zero gradients (not None).
+        """
+        if self.training and self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+        if not self.affine:
+            return x.clone()
+        shape = (1, self.num_features) + (1,) * (x.dim() - 2)
+        return x * self.weight.reshape(shape).to(x.dtype) + self.bias.reshape(shape).to(x.dtype)
 
     def _active_group(self):
         """The process group to all-reduce the statistics over (None: this process only)."""
         return None
-
-    def _config(self) -> dict:
-        """Constructor arguments that rebuild this layer (for convert_sync_whitening)."""
-        return {
-            "num_features": self.num_features,
-            "num_groups": self.num_groups,
-            "eps": self.eps,
-            "momentum": self.momentum,
-            "affine": self.affine,
-            "track_running_stats": self.track_running_stats,
-            "method": self.method,
-            "num_iters": self.num_iters,
-        }
 
     def _affine(self, matrix, compute):
         g, d = self.num_groups, self.group_size
@@ -267,10 +345,15 @@ class _GroupedEigenNorm(nn.Module):
         """``spectral`` of ``cov + eps·I``, one autograd node with the core's VJP."""
         # The finiteness check reads the small (G, d, d) covariance, not the
         # activations: one host synchronisation per step (skipped while
-        # torch.compile traces and under torch.func transforms). Without it a
-        # NaN input would surface as an eigensolver convergence error on the
-        # CPU, or as a NaN output on a GPU.
-        if _can_read_values() and not bool(torch.isfinite(cov).all()):
+        # torch.compile traces, under torch.func transforms, on the meta
+        # device, and with check_finite=False). Without it a NaN input would
+        # surface as NaN outputs and running statistics (see the class notes).
+        if (
+            self.check_finite
+            and cov.device.type != "meta"
+            and _can_read_values()
+            and not bool(torch.isfinite(cov).all())
+        ):
             raise ValueError(
                 f"{type(self).__name__}: the batch covariance has NaN or infinite entries; "
                 "the input (or a gradient step before it) is not finite"
@@ -295,8 +378,6 @@ class ZCAWhitening(_GroupedEigenNorm):
     ----------
     num_features : int
         ``C``, the number of channels of an input ``(N, C, *)``.
-    num_groups : int, default 1
-        Number of groups whitened independently; must divide ``num_features``.
     eps : float, default 1e-4
         Added to the diagonal of the covariance.
     momentum : float or None, default 0.1
@@ -307,10 +388,29 @@ class ZCAWhitening(_GroupedEigenNorm):
     track_running_stats : bool, default True
         Keep running statistics for evaluation; if False, evaluation uses
         the statistics of the batch too.
-    method : {"pi", "taylor", "analytic"}, default "pi"
-        Gradient of the eigendecomposition, see :func:`svdpi.eig_vjp`.
+    num_groups : int, default 1
+        Number of groups whitened independently; must divide ``num_features``.
+        This and every parameter below are keyword-only (the first five are
+        BatchNorm's, in BatchNorm's order).
+    method : {"pi", "taylor", "analytic", "exact"}, default "pi"
+        Gradient of the whitening matrix, see
+        :func:`svdpi.zca_whitening_matrix_vjp`: through the eigenvectors
+        with the coefficients of :func:`svdpi.eig_vjp` (``"pi"``, the
+        paper's), or ``"exact"``, the Daleckii–Krein derivative of
+        ``Σ^{-1/2}``, which does not depend on the basis an eigensolver
+        picks for a repeated eigenvalue.
     num_iters : int, default 19
-        Power-iteration steps of the gradient (the paper's 19).
+        Power-iteration steps of the gradient (the paper's 19); ignored by
+        ``"analytic"`` and ``"exact"``.
+    check_finite : bool, default True
+        Raise ``ValueError`` when the batch covariance has NaN or infinite
+        entries, at the cost of reading the small ``(G, d, d)`` covariance
+        on the host in every training step (a GPU synchronisation). With
+        ``False`` a step is fully asynchronous, and a non-finite input is
+        not caught: on a GPU the output, the gradients and the running
+        statistics become NaN; on the CPU the eigensolver may instead raise
+        ``torch.linalg.LinAlgError``. Either way nothing finite-looking
+        comes out of a non-finite batch.
     min_eigenvalue : float, optional
         Leave out of ``W`` the eigenpairs with ``λ <= min_eigenvalue``, where
         ``λ`` includes ``eps`` (the paper's rule is ``min_eigenvalue=eps``).
@@ -339,11 +439,19 @@ class ZCAWhitening(_GroupedEigenNorm):
     deflation, in closed form, finite when two eigenvalues of a group's
     covariance are equal. It is :func:`svdpi.zca_whitening_matrix_vjp`, the
     function NumPy and CuPy users call, so every library gets the same
-    gradient (eigenvalues below the core's floor are held constant there). Under ``torch.autocast``
-    the statistics, the eigendecomposition and the products run in float32
-    (float64 inputs stay float64); the output has the input's dtype, as a
-    BatchNorm's. Truncated eigenpairs are chosen in each training step, and
-    no gradient flows through that choice.
+    gradient (eigenvalues below the core's floor are held constant there).
+    Under ``torch.autocast`` the statistics, the eigendecomposition and the
+    products run in float32 (float64 inputs stay float64); the output has
+    the input's dtype, as a BatchNorm's. Truncated eigenpairs are chosen in
+    each training step, and no gradient flows through that choice.
+
+    As ``nn.BatchNorm2d``: a batch with no samples (``N = 0`` or an empty
+    spatial size) gives an empty output, leaves the running statistics as
+    they are and counts in ``num_batches_tracked``; a ``channels_last``
+    input gives a ``channels_last`` output (through one extra copy: the
+    kernels work channel-major); the layer runs on the ``meta`` device, for
+    shape propagation and deferred initialisation. Checkpoints of svdpi 0.1
+    load unchanged (see ``_load_from_state_dict``).
 
     Cost: besides one batched eigendecomposition of ``(G, d, d)`` matrices,
     a training step makes two reductions, one centring pass and two batched
@@ -351,9 +459,9 @@ class ZCAWhitening(_GroupedEigenNorm):
     reductions and one addition backward (custom autograd Functions, so
     autograd adds no extra passes); see ``benchmarks/bench_zca_layer.py``.
     The centred input is kept for the backward pass (one activation-sized
-    buffer, as BatchNorm keeps its input). A step reads the ``(G, d, d)``
-    covariance on the host once, to raise a ``ValueError`` if it is not
-    finite. ``torch.compile`` traces the layer without a graph break.
+    buffer, as BatchNorm keeps its input). Unless ``check_finite=False``, a
+    step reads the ``(G, d, d)`` covariance on the host once, to raise a
+    ``ValueError`` if it is not finite. ``torch.compile`` traces the layer without a graph break.
     Double backward is not supported (see :func:`svdpi.torch.eig`).
 
     Examples
@@ -375,22 +483,14 @@ class ZCAWhitening(_GroupedEigenNorm):
     torch.Size([8])
     """
 
+    @_adds_options(_GroupedEigenNorm.__init__)
     def __init__(
         self,
-        num_features: int,
-        num_groups: int = 1,
-        eps: float = 1e-4,
-        momentum: float | None = 0.1,
-        affine: bool = True,
-        track_running_stats: bool = True,
-        method: str = "pi",
-        num_iters: int = 19,
-        *,
+        *args,
         min_eigenvalue: float | None = None,
         max_energy: float | None = None,
         energy_rule: str = "preceding",
-        device=None,
-        dtype=None,
+        **config,
     ):
         if energy_rule not in ENERGY_RULES:
             raise ValueError(
@@ -401,26 +501,7 @@ class ZCAWhitening(_GroupedEigenNorm):
         self.min_eigenvalue = None if min_eigenvalue is None else float(min_eigenvalue)
         self.max_energy = None if max_energy is None else float(max_energy)
         self.energy_rule = energy_rule
-        super().__init__(
-            num_features,
-            num_groups,
-            eps,
-            momentum,
-            affine,
-            track_running_stats,
-            method,
-            num_iters,
-            device,
-            dtype,
-        )
-
-    def _config(self) -> dict:
-        return {
-            **super()._config(),
-            "min_eigenvalue": self.min_eigenvalue,
-            "max_energy": self.max_energy,
-            "energy_rule": self.energy_rule,
-        }
+        super().__init__(*args, **config)
 
     def _register_running_buffers(self, g, d, factory):
         if g is None:
@@ -430,14 +511,6 @@ class ZCAWhitening(_GroupedEigenNorm):
 
     def _reset_running_buffers(self):
         self.running_whitening.copy_(torch.eye(self.group_size).expand_as(self.running_whitening))
-
-    def extra_repr(self) -> str:
-        text = super().extra_repr()
-        if self.min_eigenvalue is not None:
-            text += f", min_eigenvalue={self.min_eigenvalue}"
-        if self.max_energy is not None:
-            text += f", max_energy={self.max_energy}, energy_rule={self.energy_rule!r}"
-        return text
 
     def _matrix(self, cov):
         spectral = _Whitening(
@@ -466,22 +539,21 @@ class PCADenoising(_GroupedEigenNorm):
     ----------
     num_features : int
         ``C``, the number of channels of an input ``(N, C, *)``.
-    n_components : int, default 16
-        Eigenvectors kept per group, ``1 <= n_components <= d`` (16 in the paper).
     eps : float, default 1e-4
         Added to the variances and to the diagonal of the correlation.
-    momentum : float or None, default 0.1
+    momentum, affine, track_running_stats
         As in :class:`ZCAWhitening`.
-    affine : bool, default True
-        Learn a per-channel ``weight`` (1) and ``bias`` (0).
+    n_components : int
+        Eigenvectors kept per group, ``1 <= n_components <= d``; required
+        and keyword-only, since no default suits every group size (the
+        paper keeps 16 of 64). The parameters below are keyword-only too.
     num_groups : int, default 1
         Number of channel groups, each with its own projector.
-    track_running_stats : bool, default True
+    method : {"pi", "taylor", "analytic", "exact"}, default "pi"
+        Gradient of the projector, see :func:`svdpi.pca_projector_vjp`
+        (``"exact"`` is finite whenever there is an eigenvalue gap at the cut).
+    num_iters, check_finite
         As in :class:`ZCAWhitening`.
-    method : {"pi", "taylor", "analytic"}, default "pi"
-        Gradient of the eigendecomposition, see :func:`svdpi.eig_vjp`.
-    num_iters : int, default 19
-        Power-iteration steps of the gradient.
     device, dtype : optional
         Of the parameters and buffers.
 
@@ -508,42 +580,15 @@ class PCADenoising(_GroupedEigenNorm):
     4
     """
 
-    def __init__(
-        self,
-        num_features: int,
-        n_components: int = 16,
-        eps: float = 1e-4,
-        momentum: float | None = 0.1,
-        affine: bool = True,
-        num_groups: int = 1,
-        track_running_stats: bool = True,
-        method: str = "pi",
-        num_iters: int = 19,
-        *,
-        device=None,
-        dtype=None,
-    ):
+    @_adds_options(_GroupedEigenNorm.__init__)
+    def __init__(self, *args, n_components: int, **config):
         self.n_components = _positive_int(n_components, "n_components")
-        super().__init__(
-            num_features,
-            num_groups,
-            eps,
-            momentum,
-            affine,
-            track_running_stats,
-            method,
-            num_iters,
-            device,
-            dtype,
-        )
+        super().__init__(*args, **config)
         if self.n_components > self.group_size:
             raise ValueError(
                 f"n_components ({self.n_components}) must be at most the group size "
                 f"num_features / num_groups = {self.group_size}"
             )
-
-    def _config(self) -> dict:
-        return {**super()._config(), "n_components": self.n_components}
 
     def _register_running_buffers(self, g, d, factory):
         if g is None:
@@ -556,9 +601,6 @@ class PCADenoising(_GroupedEigenNorm):
     def _reset_running_buffers(self):
         self.running_var.fill_(1.0)
         self.running_projector.copy_(torch.eye(self.group_size).expand_as(self.running_projector))
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, n_components={self.n_components}"
 
     def _matrix(self, cov):
         variance = torch.diagonal(cov, dim1=-2, dim2=-1)
