@@ -10,7 +10,7 @@ same initial weights and on the same batches, is trained once per gradient
 ``method`` of the matrix square root ("exact", "pi", "taylor"), and the
 script prints the loss at the start and end of each run.
 
-Run: ``python examples/covariance_pooling.py`` (about a minute on a CPU;
+Run: ``python examples/covariance_pooling.py`` (about 30 s on a CPU;
 ``--steps 60`` for a quick look).
 """
 
