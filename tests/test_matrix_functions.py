@@ -505,3 +505,21 @@ def test_exact_derivatives_compile_with_fullgraph_in_a_fresh_process():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("method", ["exact", "pi"])
+def test_meta_tensors(method):
+    """Shape propagation without data (deferred initialisation, model-size tools)."""
+    torch = pytest.importorskip("torch")
+    w = torch.empty(3, 4, device="meta")
+    v = g = torch.empty(3, 4, 4, device="meta")
+    mask = torch.empty(3, 4, dtype=torch.bool, device="meta")
+    results = [
+        svdpi.matrix_power(w, v, 0.5, mask=mask),
+        svdpi.matrix_power_vjp(w, v, -0.5, g, mask=mask, method=method),
+        svdpi.matrix_log_jvp(w, v, g, method=method),
+        svdpi.pca_projector_vjp(w, v, g, n_components=2, method=method),
+    ]
+    for result in results:
+        assert result.device.type == "meta"
+        assert tuple(result.shape) == (3, 4, 4)
