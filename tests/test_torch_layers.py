@@ -454,6 +454,11 @@ def test_batchnorm_shaped_signature(kind):
     assert layer.running_mean is None
     with pytest.raises(TypeError):
         cls(8, 1e-3, 0.2, True, True, 2, **required)  # num_groups is keyword-only
+    # 0.1's positional num_groups (n_components) would now be eps: refused.
+    meant = "n_components" if required else "num_groups"
+    with pytest.raises(TypeError, match=f"{meant}=4"):
+        cls(8, 4, **required)
+    assert cls(8, 1.0, **required).eps == 1.0  # a float eps >= 1 is taken at its word
 
 
 def test_pca_n_components_is_required():
@@ -683,3 +688,22 @@ def test_layers_compile_with_fullgraph_in_a_fresh_process():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+@pytest.mark.parametrize("method", ["pi", "exact"])
+def test_whitening_map_forward_mode_is_the_transpose_of_its_vjp(method):
+    rng = np.random.default_rng(8)
+    cov = torch.from_numpy(spd_with_spectrum(np.array([3.0, 1.0, 1.0, 0.5]), rng, batch=(2,)))
+    tangent = torch.from_numpy(rng.standard_normal(cov.shape))
+    cotangent = torch.from_numpy(rng.standard_normal(cov.shape))
+    layer = svdpi.torch.ZCAWhitening(4, method=method, min_eigenvalue=0.6, dtype=torch.float64)
+    _, forward = torch.func.jvp(lambda c: layer._matrix(c)[0], (cov,), (tangent,))
+    _, pullback = torch.func.vjp(lambda c: layer._matrix(c)[0], cov)
+    (backward,) = pullback(cotangent)
+    # <vjp(Ḡ), T> = <Ḡ, jvp(T)>, and jvp is the core's matrix_power_jvp.
+    assert_close((backward * tangent).sum(), (cotangent * forward).sum(), rtol=1e-10)
+    w, v = (t.numpy() for t in svdpi.eig(cov + layer.eps * torch.eye(4, dtype=cov.dtype)))
+    mask = svdpi.truncation_mask(w, min_eigenvalue=0.6)
+    expected = svdpi.matrix_power_jvp(w, v, -0.5, tangent.numpy(), mask=mask, method=method)
+    assert_close(forward, expected, rtol=1e-10)

@@ -150,7 +150,8 @@ def convert_sync_whitening(module: nn.Module, process_group=None) -> nn.Module:
     --------
     >>> import torch
     >>> import svdpi.torch
-    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), svdpi.torch.ZCAWhitening(16, 4))
+    >>> zca = svdpi.torch.ZCAWhitening(16, num_groups=4)
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), zca)
     >>> net = svdpi.torch.convert_sync_whitening(net)
     >>> type(net[1]).__name__
     'SyncZCAWhitening'

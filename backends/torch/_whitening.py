@@ -83,6 +83,19 @@ class _Whitening(SpectralMap):
             xp=xp_torch,
         )
 
+    def jvp(self, eigenvalues, eigenvectors, tangent_a):
+        # W = A^{-1/2}: the core's forward mode of matrix_power, transpose of the VJP.
+        return svdpi.matrix_power_jvp(
+            eigenvalues,
+            eigenvectors,
+            -0.5,
+            tangent_a,
+            mask=self._mask(eigenvalues),
+            method=self.method,
+            num_iters=self.num_iters,
+            xp=xp_torch,
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class _Projector(SpectralMap):
@@ -175,6 +188,17 @@ class _GroupedEigenNorm(nn.Module):
                 f"({self.num_groups})"
             )
         self.group_size = self.num_features // self.num_groups
+        if isinstance(eps, int) and not isinstance(eps, bool) and eps >= 1:
+            # svdpi 0.1's second positional parameter was num_groups
+            # (PCADenoising's, n_components): refuse rather than whiten with eps = 4.
+            parameters = inspect.signature(type(self).__init__).parameters
+            meant = "n_components" if "n_components" in parameters else "num_groups"
+            raise TypeError(
+                f"eps={eps!r} is an integer: since svdpi 0.2 the positional parameters are "
+                "BatchNorm's (num_features, eps, momentum, affine, track_running_stats) and "
+                "num_groups / n_components are keyword-only, e.g. "
+                f"{type(self).__name__}({num_features}, {meant}={eps})"
+            )
         self.eps = _nonnegative_float(eps, "eps")
         if momentum is not None and not 0.0 <= float(momentum) <= 1.0:
             raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
@@ -279,13 +303,13 @@ class _GroupedEigenNorm(nn.Module):
                 f"{tuple(x.shape)}"
             )
         # Statistics and eig in float32 even under autocast (float64 stays float64);
-        # the output dtype is the input's, as with BatchNorm. (No autocast
-        # context on devices without one, such as meta.)
+        # the output dtype is the input's, as with BatchNorm. (The meta device
+        # has no autocast: torch.autocast raises there.)
         compute = torch.float64 if x.dtype == torch.float64 else torch.float32
         autocast = (
-            torch.autocast(device_type=x.device.type, enabled=False)
-            if torch.amp.is_autocast_available(x.device.type)
-            else contextlib.nullcontext()
+            contextlib.nullcontext()
+            if x.device.type == "meta"
+            else torch.autocast(device_type=x.device.type, enabled=False)
         )
         with autocast:
             g, d = self.num_groups, self.group_size
@@ -379,7 +403,9 @@ class ZCAWhitening(_GroupedEigenNorm):
     num_features : int
         ``C``, the number of channels of an input ``(N, C, *)``.
     eps : float, default 1e-4
-        Added to the diagonal of the covariance.
+        Added to the diagonal of the covariance. An integer ``>= 1`` raises
+        ``TypeError``: it is most likely svdpi 0.1's positional ``num_groups``
+        (``n_components`` for :class:`PCADenoising`).
     momentum : float or None, default 0.1
         Weight of the batch statistics in the running averages (like
         BatchNorm); ``None`` for a cumulative average.
