@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -105,6 +109,33 @@ def test_meta_device():
     out = svdpi.torch.CovariancePooling(normalize_trace=True)(x)
     assert out.device.type == "meta"
     assert out.shape == (2, 15)
+
+
+def test_compile_fullgraph_in_a_fresh_process():
+    script = textwrap.dedent(
+        """
+        import warnings
+        warnings.simplefilter("ignore", FutureWarning)
+        import torch
+        import svdpi.torch
+
+        pool = svdpi.torch.CovariancePooling(normalize_trace=True, method="exact")
+        x = torch.randn(3, 6, 5, 5, generator=torch.Generator().manual_seed(0))
+        x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        compiled = torch.compile(pool, fullgraph=True, backend="aot_eager")
+        out = compiled(x1)
+        out.square().sum().backward()
+        pool(x2).square().sum().backward()
+        torch.testing.assert_close(out, pool(x), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-4, atol=1e-5)
+        print("compiled ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "compiled ok" in result.stdout
 
 
 def test_bad_input_and_arguments():
