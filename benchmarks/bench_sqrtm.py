@@ -2,7 +2,7 @@
 
 Run from the repository root: ``python benchmarks/bench_sqrtm.py`` (``--quick``
 for a smoke test with small shapes and few rounds; ``--output FILE`` also
-writes the table to a file).
+writes the table to a file; ``--device cuda`` on a GPU, timed by CUDA events).
 
 Candidates, each timed as forward + backward of ``<G, A^{1/2}>`` on a batch
 of ``N`` float32 covariances ``C × C`` of ``2C`` Gaussian samples plus
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 from _reference_whitening import newton_schulz_sqrtm
-from _timing import format_time, machine_description, time_side_by_side
+from _timing import format_time, machine_description, time_side_by_side, time_side_by_side_cuda
 
 import svdpi.torch
 
@@ -67,23 +67,29 @@ def _relative(x: torch.Tensor, reference: torch.Tensor) -> float:
     return float((err / torch.linalg.matrix_norm(reference, dim=dims)).max())
 
 
-def errors(functions: dict, a64: torch.Tensor, g64: torch.Tensor) -> dict:
-    """Worst relative error over the batch of each candidate's value and gradient (float32 run)."""
+def errors(functions: dict, a64: torch.Tensor, g64: torch.Tensor, device) -> dict:
+    """Worst relative error over the batch of each candidate's value and gradient (float32 run).
+
+    The float64 reference is computed on the CPU.
+    """
     reference_a = a64.clone().requires_grad_(True)
     reference = eigh_sqrtm(reference_a)
     (reference_grad,) = torch.autograd.grad(reference, reference_a, g64)
     result = {}
     for name, fn in functions.items():
-        a = a64.float().requires_grad_(True)
+        a = a64.float().to(device).requires_grad_(True)
         value = fn(a)
-        (grad,) = torch.autograd.grad(value, a, g64.float())
-        result[name] = (_relative(value, reference.detach()), _relative(grad, reference_grad))
+        (grad,) = torch.autograd.grad(value, a, g64.float().to(device))
+        result[name] = (
+            _relative(value.cpu(), reference.detach()),
+            _relative(grad.cpu(), reference_grad),
+        )
     return result
 
 
-def step(fn, a64: torch.Tensor, g64: torch.Tensor):
-    a = a64.float().requires_grad_(True)
-    g = g64.float()
+def step(fn, a64: torch.Tensor, g64: torch.Tensor, device):
+    a = a64.float().to(device).requires_grad_(True)
+    g = g64.float().to(device)
 
     def run():
         a.grad = None
@@ -98,7 +104,11 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--output", type=Path, help="also write the table to this file")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     shapes, rounds, min_seconds = (
@@ -112,8 +122,13 @@ def main(argv=None) -> int:
     )
     functions = square_roots()
     names = list(functions)
+    where = (
+        f"CUDA ({torch.cuda.get_device_name(device)}, CUDA-event timing)"
+        if device.type == "cuda"
+        else f"CPU: {machine_description()}"
+    )
     lines = [
-        f"Matrix square root, forward + backward, float32, CPU: {machine_description()}, "
+        f"Matrix square root, forward + backward, float32, {where}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"median of {rounds} round-robin rounds.",
         "",
@@ -127,12 +142,14 @@ def main(argv=None) -> int:
     print("\n".join(lines), flush=True)
     for batch, n in shapes:
         a64, g64 = problem(batch, n)
-        errs = errors(functions, a64, g64)
-        times = time_side_by_side(
-            {name: step(functions[name], a64, g64) for name in names},
-            rounds=rounds,
-            min_seconds=min_seconds,
-        )
+        errs = errors(functions, a64, g64, device)
+        candidates = {name: step(functions[name], a64, g64, device) for name in names}
+        if device.type == "cuda":
+            times = time_side_by_side_cuda(
+                candidates, rounds=rounds, min_seconds=min_seconds, sync=torch.cuda.synchronize
+            )
+        else:
+            times = time_side_by_side(candidates, rounds=rounds, min_seconds=min_seconds)
         for name in names:
             row = (
                 f"| {batch} × {n} | {name} | {format_time(times[name])} "
