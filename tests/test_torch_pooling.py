@@ -95,6 +95,22 @@ def test_float32_channels_last_and_fewer_positions_than_channels():
     assert torch.isfinite(x.grad).all()  # rank-9 covariance of 16 channels, kept finite by eps
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_and_autocast_pool_in_float32(dtype):
+    x = _features((2, 6, 4, 4), seed=5, dtype=torch.float32)
+    pool = svdpi.torch.CovariancePooling(eps=1e-3, method="exact")
+    expected = pool(x.to(dtype).float())
+    out = pool(x.to(dtype))
+    assert out.dtype == dtype
+    assert_close(out.float(), expected.to(dtype).float(), rtol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        features = torch.nn.functional.conv2d(x, torch.eye(6)[:, :, None, None])
+        assert features.dtype == torch.bfloat16
+        pooled = pool(features)
+    assert pooled.dtype == torch.bfloat16
+    assert torch.isfinite(pooled.float()).all()
+
+
 def test_empty_batch():
     x = torch.zeros(0, 5, 4, 4, requires_grad=True)
     out = svdpi.torch.CovariancePooling()(x)
@@ -142,7 +158,7 @@ def test_bad_input_and_arguments():
     pool = svdpi.torch.CovariancePooling()
     with pytest.raises(TypeError, match=r"input must be a torch\.Tensor"):
         pool([[1.0]])
-    with pytest.raises(TypeError, match="input must be float32 or float64"):
+    with pytest.raises(TypeError, match="input must have a floating dtype"):
         pool(torch.zeros(2, 3, 4, 4, dtype=torch.int64))
     with pytest.raises(ValueError, match="at least one spatial dimension"):
         pool(torch.zeros(2, 3))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -61,8 +62,10 @@ class CovariancePooling(nn.Module):
     Notes
     -----
     Input: ``(N, C, *)`` with at least one spatial dimension, e.g.
-    ``(N, C, H, W)``, float32 or float64 (channels-last layouts work too).
-    Output: ``(N, C(C+1)/2)``, or ``(N, C, C)`` with ``output="matrix"``.
+    ``(N, C, H, W)`` (channels-last layouts work too). Float16 and bfloat16
+    input (e.g. under ``torch.autocast``) is pooled in float32, float64 in
+    float64. Output: ``(N, C(C+1)/2)``, or ``(N, C, C)`` with
+    ``output="matrix"``, in the input's dtype.
     An empty batch gives an empty output; input without spatial positions
     raises ``ValueError``. Double backward is not supported (see
     :func:`svdpi.torch.matrix_power`).
@@ -120,7 +123,20 @@ class CovariancePooling(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cov = self.covariance(x)
+        # Half-precision input (e.g. under torch.autocast) is pooled in float32,
+        # with autocast off: the eigendecomposition and λ^p need the range and
+        # precision. The output has the input's dtype, as BatchNorm's has.
+        self._check_input(x)
+        # (The meta device has no autocast: torch.autocast raises there.)
+        autocast = (
+            contextlib.nullcontext()
+            if x.device.type == "meta"
+            else torch.autocast(device_type=x.device.type, enabled=False)
+        )
+        with autocast:
+            return self._pool(self.covariance(x)).to(x.dtype)
+
+    def _pool(self, cov: torch.Tensor) -> torch.Tensor:
         if self.normalize_trace:
             trace = cov.diagonal(dim1=-2, dim2=-1).sum(-1)[:, None, None]
             result = matrix_power(
@@ -135,25 +151,33 @@ class CovariancePooling(nn.Module):
         return result[:, rows, cols]
 
     def covariance(self, x: torch.Tensor) -> torch.Tensor:
-        """The per-sample channel covariance ``X̄ X̄ᵀ / M + eps·I``, shape ``(N, C, C)``."""
+        """The per-sample channel covariance ``X̄ X̄ᵀ / M + eps·I``, shape ``(N, C, C)``.
+
+        In float64 for float64 input, else in float32.
+        """
+        self._check_input(x)
+        compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+        positions = math.prod(x.shape[2:])
+        features = x.to(compute).flatten(2)
+        centred = features - features.mean(dim=-1, keepdim=True)
+        cov = centred @ centred.mT / positions
+        if self.eps:
+            eye = torch.eye(x.shape[1], dtype=compute, device=x.device)
+            cov = cov + self.eps * eye
+        return cov
+
+    @staticmethod
+    def _check_input(x) -> None:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
-        if x.dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"input must be float32 or float64, got {x.dtype}")
+        if not x.is_floating_point():
+            raise TypeError(f"input must have a floating dtype, got {x.dtype}")
         if x.dim() < 3:
             raise ValueError(
                 f"input must have shape (N, C, *) with at least one spatial dimension, "
                 f"got shape {tuple(x.shape)}"
             )
-        positions = math.prod(x.shape[2:])
-        if positions == 0:
+        if math.prod(x.shape[2:]) == 0:
             raise ValueError(
                 f"input has no spatial positions to pool over, got shape {tuple(x.shape)}"
             )
-        features = x.flatten(2)
-        centred = features - features.mean(dim=-1, keepdim=True)
-        cov = centred @ centred.mT / positions
-        if self.eps:
-            eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
-            cov = cov + self.eps * eye
-        return cov
