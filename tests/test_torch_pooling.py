@@ -111,6 +111,24 @@ def test_half_precision_and_autocast_pool_in_float32(dtype):
     assert torch.isfinite(pooled.float()).all()
 
 
+@pytest.mark.parametrize("method", ["exact", "pi", "taylor"])
+def test_finite_gradient_with_duplicated_channels(method):
+    # Channels 3 and 4 copy channel 0: the covariance has the eigenvalue eps
+    # twice. Every method's gradient is finite; "exact" is the derivative.
+    base = _features((2, 3, 4, 4), seed=6)
+    x = torch.cat([base, base[:, :1], base[:, :1]], dim=1)
+    g = torch.randn(2, 15, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    pool = svdpi.torch.CovariancePooling(eps=1e-3, method=method)
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(pool(xg), xg, g)
+    assert torch.isfinite(grad).all()
+    if method == "exact":
+        direction = torch.randn(x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(8))
+        h = 1e-6
+        fd = ((pool(x + h * direction) - pool(x - h * direction)) * g).sum() / (2 * h)
+        assert float((grad * direction).sum()) == pytest.approx(float(fd), rel=1e-6)
+
+
 def test_empty_batch():
     x = torch.zeros(0, 5, 4, 4, requires_grad=True)
     out = svdpi.torch.CovariancePooling()(x)
