@@ -236,3 +236,56 @@ def test_cuda_tables_with_stand_ins(bench, tmp_path, monkeypatch, one_torch_thre
     ):
         assert fragment in text, fragment
     assert "| 4 × 40 |" in text
+
+
+def _run_benchmark(script, *args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+
+
+def test_zca_layer_benchmark_quick_mode(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "zca.png"
+    result = _run_benchmark(
+        "bench_zca_layer.py", "--quick", "--no-loop", "--threads", "1", "--plot", str(png)
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = result.stdout
+    for row in ("BatchNorm2d", "ZCAWhitening(G=16)", "DBN(G=1)", "IterNorm(G=4)"):
+        assert row in out, row
+    assert "Whitening error against exact ZCA" in out
+    errors = out.split("Whitening error against exact ZCA")[1].splitlines()
+    rows = [line.split() for line in errors if line[:3].strip().isdigit()]
+    assert len(rows) == 8  # four group sizes × two condition numbers
+    for cells in rows:
+        # ZCAWhitening and DBN are both exact ZCA, up to float32 round-off.
+        assert float(cells[2]) < 1e-4
+        assert float(cells[5]) < 1e-4
+    assert png.stat().st_size > 10_000
+
+
+def test_sqrtm_benchmark_quick_mode(tmp_path):
+    pytest.importorskip("torch")
+    table = tmp_path / "sqrtm.md"
+    result = _run_benchmark("bench_sqrtm.py", "--quick", "--threads", "1", "--output", str(table))
+    assert result.returncode == 0, result.stderr[-4000:]
+    text = table.read_text()
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| 8 × 16")]
+    assert [cells[1].strip() for cells in rows] == [
+        "svdpi exact",
+        "svdpi pi",
+        "eigh autograd",
+        "Newton–Schulz",
+    ]
+    errors = {cells[1].strip(): float(cells[5]) for cells in rows}
+    assert errors["svdpi exact"] < 1e-4
+    assert errors["eigh autograd"] < 1e-4
+    assert errors["Newton–Schulz"] > 1e-3  # 5 steps do not converge on these spectra

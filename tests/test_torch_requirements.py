@@ -75,6 +75,7 @@ TORCH_APIS = {
             "torch.rsqrt",
             "torch.sub",
             "torch.tensor",
+            "torch.triu_indices",
             "torch.utils._python_dispatch._get_current_dispatch_mode",
             "torch.zeros",
         ],

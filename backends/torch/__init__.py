@@ -20,6 +20,8 @@ from svdpi._dispatch import register as _register
 
 from . import _native
 from ._eig import eig
+from ._matrix_functions import inv_sqrtm, logm, matrix_power, sqrtm
+from ._pooling import CovariancePooling
 from ._sync import SyncPCADenoising, SyncZCAWhitening, convert_sync_whitening
 from ._whitening import PCADenoising, ZCAWhitening
 
@@ -28,10 +30,15 @@ from ._whitening import PCADenoising, ZCAWhitening
 _register("torch", all_finite=_native.all_finite, coefficient_product=_native.coefficient_product)
 
 __all__ = [
+    "CovariancePooling",
     "PCADenoising",
     "SyncPCADenoising",
     "SyncZCAWhitening",
     "ZCAWhitening",
     "convert_sync_whitening",
     "eig",
+    "inv_sqrtm",
+    "logm",
+    "matrix_power",
+    "sqrtm",
 ]

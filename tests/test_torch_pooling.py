@@ -1,0 +1,200 @@
+"""svdpi.torch.CovariancePooling against a literal per-sample loop with torch.linalg.eigh."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import svdpi.torch  # noqa: E402
+
+from ._helpers import assert_close  # noqa: E402
+
+
+def _features(shape, seed, dtype=torch.float64):
+    generator = torch.Generator().manual_seed(seed)
+    # Channels mixed by a random matrix: a covariance with a spread-out spectrum.
+    mixing = torch.randn(shape[1], shape[1], generator=generator, dtype=dtype)
+    x = torch.randn(shape, generator=generator, dtype=dtype)
+    return torch.einsum("dc,nc...->nd...", mixing, x)
+
+
+def _loop_reference(x, p, eps, normalize_trace, triu=True):
+    """MPN-COV / iSQRT-COV written per sample: covariance, eigh, power, upper triangle."""
+    outputs = []
+    for sample in x:
+        features = sample.reshape(sample.shape[0], -1)
+        m = features.shape[1]
+        centred = features - features.mean(dim=1, keepdim=True)
+        cov = centred @ centred.T / m + eps * torch.eye(features.shape[0], dtype=x.dtype)
+        scale = torch.trace(cov) if normalize_trace else torch.ones((), dtype=x.dtype)
+        w, v = torch.linalg.eigh(cov / scale)
+        result = (v * (w**p)) @ v.T * scale**p
+        if triu:
+            rows, cols = torch.triu_indices(*result.shape)
+            result = result[rows, cols]
+        outputs.append(result)
+    return torch.stack(outputs)
+
+
+@pytest.mark.parametrize("p", [0.5, 1.0, -0.5, 0.3])
+@pytest.mark.parametrize("normalize_trace", [False, True])
+@pytest.mark.parametrize("method", ["exact", "analytic"])
+def test_matches_the_per_sample_loop(p, normalize_trace, method):
+    x = _features((3, 5, 4, 6), seed=0)
+    g = torch.randn(3, 15, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    pool = svdpi.torch.CovariancePooling(
+        p, eps=1e-3, normalize_trace=normalize_trace, method=method
+    )
+    x1 = x.clone().requires_grad_(True)
+    out = pool(x1)
+    x2 = x.clone().requires_grad_(True)
+    expected = _loop_reference(x2, p, 1e-3, normalize_trace)
+    assert out.shape == (3, 15)
+    assert_close(out, expected, rtol=1e-11)
+    (grad,) = torch.autograd.grad(out, x1, g)
+    (expected_grad,) = torch.autograd.grad(expected, x2, g)
+    # Separated spectra: autograd through eigh is the exact gradient.
+    assert_close(grad, expected_grad, rtol=1e-9)
+
+
+def test_matrix_output_and_triu_order():
+    x = _features((2, 4, 3, 3), seed=2)
+    matrix = svdpi.torch.CovariancePooling(output="matrix")(x)
+    vector = svdpi.torch.CovariancePooling()(x)
+    assert matrix.shape == (2, 4, 4)
+    assert_close(matrix, matrix.mT, rtol=1e-14)
+    # Row by row: (0,0), (0,1), ..., (0,3), (1,1), ...
+    assert_close(vector[:, :4], matrix[:, 0, :], rtol=0)
+    assert_close(vector[:, 4:7], matrix[:, 1, 1:], rtol=0)
+    assert_close(vector[:, -1], matrix[:, 3, 3], rtol=0)
+
+
+@pytest.mark.parametrize("normalize_trace", [False, True])
+def test_square_root_squared_is_the_covariance(normalize_trace):
+    x = _features((4, 6, 5, 5), seed=3)
+    pool = svdpi.torch.CovariancePooling(
+        eps=1e-4, normalize_trace=normalize_trace, output="matrix"
+    )
+    root = pool(x)
+    assert_close(root @ root, pool.covariance(x), rtol=1e-12)
+
+
+def test_float32_channels_last_and_fewer_positions_than_channels():
+    x = _features((2, 16, 3, 3), seed=4, dtype=torch.float32)
+    pool = svdpi.torch.CovariancePooling(eps=1e-3, output="matrix")
+    out = pool(x.to(memory_format=torch.channels_last))
+    assert out.dtype == torch.float32
+    assert_close(out, pool(x.double()), rtol=1e-4)
+    x.requires_grad_(True)
+    pool(x).sum().backward()
+    assert torch.isfinite(x.grad).all()  # rank-9 covariance of 16 channels, kept finite by eps
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_and_autocast_pool_in_float32(dtype):
+    x = _features((2, 6, 4, 4), seed=5, dtype=torch.float32)
+    pool = svdpi.torch.CovariancePooling(eps=1e-3, method="exact")
+    expected = pool(x.to(dtype).float())
+    out = pool(x.to(dtype))
+    assert out.dtype == dtype
+    assert_close(out.float(), expected.to(dtype).float(), rtol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        features = torch.nn.functional.conv2d(x, torch.eye(6)[:, :, None, None])
+        assert features.dtype == torch.bfloat16
+        pooled = pool(features)
+    assert pooled.dtype == torch.bfloat16
+    assert torch.isfinite(pooled.float()).all()
+
+
+@pytest.mark.parametrize("method", ["exact", "pi", "taylor"])
+def test_finite_gradient_with_duplicated_channels(method):
+    # Channels 3 and 4 copy channel 0: the covariance has the eigenvalue eps
+    # twice. Every method's gradient is finite; "exact" is the derivative.
+    base = _features((2, 3, 4, 4), seed=6)
+    x = torch.cat([base, base[:, :1], base[:, :1]], dim=1)
+    g = torch.randn(2, 15, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    pool = svdpi.torch.CovariancePooling(eps=1e-3, method=method)
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(pool(xg), xg, g)
+    assert torch.isfinite(grad).all()
+    if method == "exact":
+        direction = torch.randn(x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(8))
+        h = 1e-6
+        fd = ((pool(x + h * direction) - pool(x - h * direction)) * g).sum() / (2 * h)
+        assert float((grad * direction).sum()) == pytest.approx(float(fd), rel=1e-6)
+
+
+def test_empty_batch():
+    x = torch.zeros(0, 5, 4, 4, requires_grad=True)
+    out = svdpi.torch.CovariancePooling()(x)
+    assert out.shape == (0, 15)
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+    assert svdpi.torch.CovariancePooling(output="matrix")(x).shape == (0, 5, 5)
+
+
+def test_meta_device():
+    x = torch.empty(2, 5, 3, 3, device="meta")
+    out = svdpi.torch.CovariancePooling(normalize_trace=True)(x)
+    assert out.device.type == "meta"
+    assert out.shape == (2, 15)
+
+
+def test_compile_fullgraph_in_a_fresh_process():
+    script = textwrap.dedent(
+        """
+        import warnings
+        warnings.simplefilter("ignore", FutureWarning)
+        import torch
+        import svdpi.torch
+
+        pool = svdpi.torch.CovariancePooling(normalize_trace=True, method="exact")
+        x = torch.randn(3, 6, 5, 5, generator=torch.Generator().manual_seed(0))
+        x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        compiled = torch.compile(pool, fullgraph=True, backend="aot_eager")
+        out = compiled(x1)
+        out.square().sum().backward()
+        pool(x2).square().sum().backward()
+        torch.testing.assert_close(out, pool(x), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-4, atol=1e-5)
+        print("compiled ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "compiled ok" in result.stdout
+
+
+def test_bad_input_and_arguments():
+    pool = svdpi.torch.CovariancePooling()
+    with pytest.raises(TypeError, match=r"input must be a torch\.Tensor"):
+        pool([[1.0]])
+    with pytest.raises(TypeError, match="input must have a floating dtype"):
+        pool(torch.zeros(2, 3, 4, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="at least one spatial dimension"):
+        pool(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="no spatial positions"):
+        pool(torch.zeros(2, 3, 0, 4))
+    with pytest.raises(ValueError, match="p must be finite"):
+        svdpi.torch.CovariancePooling(float("nan"))
+    with pytest.raises(ValueError, match="eps must be"):
+        svdpi.torch.CovariancePooling(eps=-1.0)
+    with pytest.raises(ValueError, match="method"):
+        svdpi.torch.CovariancePooling(method="newton")
+    with pytest.raises(ValueError, match="output must be"):
+        svdpi.torch.CovariancePooling(output="vector")
+    with pytest.raises((TypeError, ValueError), match="num_iters"):
+        svdpi.torch.CovariancePooling(num_iters=0)
+
+
+def test_repr_lists_the_options():
+    text = repr(svdpi.torch.CovariancePooling(method="exact", normalize_trace=True))
+    assert "method='exact'" in text
+    assert "normalize_trace=True" in text
