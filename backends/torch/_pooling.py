@@ -46,7 +46,7 @@ class CovariancePooling(nn.Module):
         positions than channels (``H·W < C``) the covariance is singular,
         and the derivative of ``λ^p`` for ``p < 1`` is unbounded near 0.
     normalize_trace : bool, default False
-        iSQRT-COV's pre-normalisation ``Σ / tr Σ`` and post-compensation by
+        Apply iSQRT-COV's pre-normalisation ``Σ / tr Σ`` and post-compensation by
         ``(tr Σ)^p``. The forward value is ``Σ^p`` either way (up to
         rounding); the gradient flows through the trace as well, and the
         matrix given to the eigensolver and to the power-iteration gradient
