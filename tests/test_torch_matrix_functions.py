@@ -175,15 +175,12 @@ def test_torch_func_transforms():
     assert_close(jac_fwd, jac_rev, rtol=1e-12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="the core's exact VJP of floored functions (p < 0, log) calls xp.sign, which "
-    "array-api-compat's torch wrapper writes with boolean-mask indexing: not vmappable",
-)
 @pytest.mark.filterwarnings(JIT_WARNING)
 def test_vmap_of_the_exact_gradient_of_a_floored_function():
+    # The floor's slope is a where, not xp.sign: array-api-compat's torch sign
+    # indexes with a boolean mask, which vmap cannot batch.
     _vmap_matches_the_batched_call(lambda m: svdpi.torch.logm(m, method="exact"))
+    _vmap_matches_the_batched_call(lambda m: svdpi.torch.inv_sqrtm(m, method="exact"))
 
 
 @pytest.mark.filterwarnings(JIT_WARNING)

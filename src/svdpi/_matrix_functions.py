@@ -236,7 +236,11 @@ def _floor_term(function, eigenvalues, clamped, live, mask, xp):
     active = largest * (n * finfo.eps) >= finfo.smallest_normal / finfo.eps
     index = xp.arange(n, device=array_device(eigenvalues))
     top = index == xp.argmax(magnitude, axis=-1, keepdims=True)
-    slope = xp.sign(eigenvalues) * (n * finfo.eps)
+    # sign(λ) as a where: array-api-compat's torch sign indexes with a boolean
+    # mask, which torch.func.vmap cannot batch. Only the top eigenvalue's
+    # slope is used, and only while the floor is active, so λ != 0 there.
+    unit = xp.full_like(eigenvalues, n * finfo.eps)
+    slope = xp.where(eigenvalues < 0, -unit, unit)
     slope = xp.where(top & active, slope, xp.zeros_like(slope))
     below = ~live if mask is None else ~live & mask
     derivatives = function.derivatives(clamped, xp)
