@@ -233,3 +233,11 @@ def test_bad_input():
         svdpi.torch.eig(torch.eye(2), method="svd")
     with pytest.raises((TypeError, ValueError), match="num_iters"):
         svdpi.torch.eig(torch.eye(2), num_iters=-1)
+
+
+def test_eig_on_the_meta_device_infers_shapes_with_the_default_check():
+    # A meta tensor has no values: the finiteness check must not try to read
+    # them (shape inference, FLOP counters, deferred initialisation).
+    a = torch.empty(3, 5, 5, device="meta")
+    w, v = svdpi.torch.eig(a)
+    assert (w.shape, v.shape, w.device.type) == ((3, 5), (3, 5, 5), "meta")

@@ -153,3 +153,13 @@ def test_bad_input():
         spectral_map(torch.zeros(2, 3), _Whitening())
     with pytest.raises(ValueError, match="finite"):
         spectral_map(torch.tensor([[1.0, float("nan")], [0.0, 1.0]]), _Whitening())
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 4), (3, 0, 0), (0, 0)])
+def test_empty_input_gives_an_empty_result_and_gradient(shape):
+    # Like code built on torch.linalg.eigh: n = 0 and empty batches are valid.
+    a = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+    out = svdpi.torch.inv_sqrtm(a, method="exact")
+    assert out.shape == a.shape
+    out.sum().backward()
+    assert a.grad.shape == a.shape

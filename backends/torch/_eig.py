@@ -179,7 +179,10 @@ def _check_matrix(a, check_finite: bool, *, allow_empty: bool = False) -> None:
         raise TypeError(f"a must be a torch.Tensor, got {type(a).__name__}")
     check_floating(a, "a", xp_torch)
     check_square(a, "a", allow_empty=allow_empty)
-    if check_finite and _can_read_values() and not all_finite(a, xp_torch):
+    # A meta tensor has no values to check: shape inference (FLOP counters,
+    # deferred initialisation) must not fail on it.
+    readable = a.device.type != "meta" and _can_read_values()
+    if check_finite and readable and not all_finite(a, xp_torch):
         raise ValueError(
             "a must contain only finite values (it has NaN or inf entries); "
             "pass check_finite=False to skip this check"

@@ -90,22 +90,6 @@ class _Log(SpectralMap):
         )
 
 
-def _apply(a, spectral, check_finite):
-    if not isinstance(a, torch.Tensor):
-        raise TypeError(f"a must be a torch.Tensor, got {type(a).__name__}")
-    if a.dim() >= 2 and a.shape[-1] == a.shape[-2] and a.numel() == 0:
-        # n = 0 or an empty batch: like code built on torch.linalg.eigh, return
-        # the empty result (still connected to ``a``, so backward gives an
-        # empty gradient) instead of refusing n = 0 as the eigensolver checks do.
-        if not a.is_floating_point():
-            raise TypeError(f"a must have a real floating dtype, got {a.dtype}")
-        return a * 0
-    # A meta tensor has no values to check (shape inference, e.g. for FLOP
-    # counting or deferred initialisation, must not fail).
-    check_finite = check_finite and a.device.type != "meta"
-    return spectral_map(a, spectral, check_finite=check_finite)
-
-
 def matrix_power(
     a: torch.Tensor,
     p: float,
@@ -180,10 +164,10 @@ def matrix_power(
     >>> torch.allclose(a.grad, -inverse @ inverse)  # d tr(a⁻¹) = −tr(a⁻² da)
     True
     """
-    return _apply(
+    return spectral_map(
         a,
         _Power(check_exponent(p), check_matrix_method(method), check_num_iters(num_iters)),
-        check_finite,
+        check_finite=check_finite,
     )
 
 
@@ -300,4 +284,6 @@ def logm(
     tensor([[0., 0.],
             [0., 1.]], dtype=torch.float64)
     """
-    return _apply(a, _Log(check_matrix_method(method), check_num_iters(num_iters)), check_finite)
+    return spectral_map(
+        a, _Log(check_matrix_method(method), check_num_iters(num_iters)), check_finite=check_finite
+    )

@@ -180,9 +180,14 @@ def spectral_map(a: torch.Tensor, spectral: SpectralMap, *, check_finite: bool =
     torch.Tensor
         ``spectral.value(eigenvalues, eigenvectors)``.
     """
-    _check_matrix(a, check_finite)
+    _check_matrix(a, check_finite, allow_empty=True)
     if not isinstance(spectral, SpectralMap):
         raise TypeError(f"spectral must be a SpectralMap, got {type(spectral).__name__}")
+    if a.numel() == 0:
+        # n = 0 or an empty batch: every map is (..., n, n) -> (..., n, n), so
+        # the result is empty, as from code built on torch.linalg.eigh. a * 0
+        # keeps it connected to ``a``: backward gives an empty gradient.
+        return a * 0
     if torch.compiler.is_compiling():
         if torch._C._are_functorch_transforms_active():
             # As in svdpi.torch.eig: compile of a torch.func transform would drop
