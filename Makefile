@@ -15,7 +15,7 @@ PYTEST_ARGS ?= -n auto
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(TORCH_SPEC)
-	$(PY) -m pip install -e ".[numpy,test,docs,examples]"
+	$(PY) -m pip install -e ".[numpy,jax,test,docs,examples]"
 	touch $(STAMP)
 
 venv: $(STAMP)
