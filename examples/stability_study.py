@@ -2,7 +2,7 @@
 
 Reproduces, on synthetic CIFAR-shaped data and a CPU, the central experiment of
 Wang et al. (NeurIPS 2019, Table 1): the same small network with a group ZCA
-whitening layer after its first convolution is trained with three ways of
+whitening layer after its first convolution is trained with four ways of
 differentiating the eigendecomposition of each group's covariance:
 
 ``eigh``
@@ -16,10 +16,18 @@ differentiating the eigendecomposition of each group's covariance:
 ``svd-pi``
     :func:`svdpi.torch.eig` with ``method="pi"``: exact eigenpairs forward,
     the closed-form power-iteration gradient backward (the paper's method).
+``exact``
+    The same eigenpairs forward; the whitening matrix is differentiated as a
+    matrix function, by the Daleckii–Krein formula
+    (:func:`svdpi.zca_whitening_matrix_vjp` with ``method="exact"``), instead
+    of through the eigenvectors.
 
-The three variants differ only in the ``eig`` callable given to the whitening
-layer: the same initial weights, the same data and batch order, the same
-learning rate (per seed). A run *diverges* when its loss or any gradient is
+The first three differ only in the ``eig`` callable given to the whitening
+layer; ``exact`` replaces the layer's ``W = V diag(λ^{-1/2}) Vᵀ`` by
+:class:`ExactWhitening` (same forward, up to the eigenvalue clamp: svdpi's
+floor ``n · eps · max|λ|`` there, ``λ >= eps`` here). All get the same
+initial weights, the same data and batch order, the same learning rate (per
+seed). A run *diverges* when its loss or any gradient is
 NaN or infinite (or the eigensolver fails); the others report their test
 accuracy at the end. Results go to ``OUTPUT/stability.md`` (a Markdown table),
 ``OUTPUT/stability.png`` (a plot) and ``OUTPUT/stability.json`` (every run).
@@ -53,10 +61,10 @@ import svdpi.torch
 # (covariances (G, d, d)) -> (eigenvalues (G, d) descending, eigenvectors (G, d, d))
 EigFunction = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
-METHODS = ("eigh", "pi-only", "svd-pi")
+METHODS = ("eigh", "pi-only", "svd-pi", "exact")
 
 
-# --------------------------------------------------------------------------- the three eigs
+# --------------------------------------------------------------------------- the eigs and the exact whitening
 
 
 def eig_classical(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,13 +109,48 @@ def make_power_iteration_eig(num_iters: int) -> EigFunction:
 
 
 def eig_function(method: str, pi_iters: int) -> EigFunction:
+    """The eigendecomposition of each method (``exact`` uses svdpi's eigenpairs)."""
     if method == "eigh":
         return eig_classical
     if method == "pi-only":
         return make_power_iteration_eig(pi_iters)
-    if method == "svd-pi":
+    if method in ("svd-pi", "exact"):
         return eig_svdpi
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def paper_truncation(eigenvalues: torch.Tensor, eps: float) -> torch.Tensor:
+    """The paper's rule: keep ``λ > eps`` with inclusive cumulative energy below ``1 − eps``."""
+    return svdpi.truncation_mask(
+        eigenvalues.detach(),
+        min_eigenvalue=eps,
+        max_energy=1.0 - eps,
+        energy_rule="inclusive",
+    )
+
+
+class ExactWhitening(torch.autograd.Function):
+    """``W = V diag(λ^{-1/2}) Vᵀ`` of a covariance, differentiated by Daleckii–Krein.
+
+    The core's :func:`svdpi.zca_whitening_matrix` forward and its VJP with
+    ``method="exact"``, the mask held constant. A stand-in written for this
+    study until :mod:`svdpi.torch`'s layers take ``method="exact"``.
+    """
+
+    @staticmethod
+    def forward(ctx, cov: torch.Tensor, eps: float, truncate: bool) -> torch.Tensor:
+        eigenvalues, eigenvectors = svdpi.eig(cov)
+        mask = paper_truncation(eigenvalues, eps) if truncate else None
+        ctx.save_for_backward(eigenvalues, eigenvectors, mask)
+        return svdpi.zca_whitening_matrix(eigenvalues, eigenvectors, mask=mask)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        eigenvalues, eigenvectors, mask = ctx.saved_tensors
+        grad_cov = svdpi.zca_whitening_matrix_vjp(
+            eigenvalues, eigenvectors, grad.contiguous(), mask=mask, method="exact"
+        )
+        return grad_cov, None, None
 
 
 # --------------------------------------------------------------------------- the network
@@ -131,6 +174,7 @@ class GroupZCA(nn.Module):
         eps: float = 1e-5,
         momentum: float = 0.1,
         truncate: bool = True,
+        exact: bool = False,
     ) -> None:
         super().__init__()
         if num_channels % group_size:
@@ -141,6 +185,7 @@ class GroupZCA(nn.Module):
         self.eps = eps
         self.momentum = momentum
         self.truncate = truncate
+        self.exact = exact
         self.weight = nn.Parameter(torch.ones(num_channels))
         self.bias = nn.Parameter(torch.zeros(num_channels))
         eye = torch.eye(group_size).expand(self.groups, group_size, group_size)
@@ -155,18 +200,10 @@ class GroupZCA(nn.Module):
             centred = features - mean
             eye = torch.eye(self.group_size, dtype=x.dtype, device=x.device)
             cov = centred @ centred.mT / centred.shape[-1] + self.eps * eye
-            eigenvalues, eigenvectors = self.eig(cov)
-            # Clamping keeps the rsqrt finite for PI's inexact (even negative) eigenvalues.
-            scale = eigenvalues.clamp_min(self.eps).rsqrt()
-            if self.truncate:
-                keep = svdpi.truncation_mask(
-                    eigenvalues.detach(),
-                    min_eigenvalue=self.eps,
-                    max_energy=1.0 - self.eps,
-                    energy_rule="inclusive",
-                )
-                scale = torch.where(keep, scale, 0.0)
-            whitening = (eigenvectors * scale.unsqueeze(-2)) @ eigenvectors.mT
+            if self.exact:
+                whitening = ExactWhitening.apply(cov, self.eps, self.truncate)
+            else:
+                whitening = self._whitening_through_eig(cov)
             with torch.no_grad():
                 self.running_mean.lerp_(mean, self.momentum)
                 self.running_whitening.lerp_(whitening, self.momentum)
@@ -175,6 +212,15 @@ class GroupZCA(nn.Module):
             whitening = self.running_whitening
         out = (whitening @ centred).reshape(c, n, h, w).transpose(0, 1)
         return out * self.weight[:, None, None] + self.bias[:, None, None]
+
+    def _whitening_through_eig(self, cov: torch.Tensor) -> torch.Tensor:
+        """``W`` from the eigenpairs of ``self.eig``, differentiated through them."""
+        eigenvalues, eigenvectors = self.eig(cov)
+        # Clamping keeps the rsqrt finite for PI's inexact (even negative) eigenvalues.
+        scale = eigenvalues.clamp_min(self.eps).rsqrt()
+        if self.truncate:
+            scale = torch.where(paper_truncation(eigenvalues, self.eps), scale, 0.0)
+        return (eigenvectors * scale.unsqueeze(-2)) @ eigenvectors.mT
 
 
 class SmallNet(nn.Module):
@@ -187,11 +233,16 @@ class SmallNet(nn.Module):
     """
 
     def __init__(
-        self, group_size: int, eig: EigFunction, truncate: bool = True, num_classes: int = 10
+        self,
+        group_size: int,
+        eig: EigFunction,
+        truncate: bool = True,
+        num_classes: int = 10,
+        exact: bool = False,
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 3, padding=1, bias=False)
-        self.zca = GroupZCA(64, group_size, eig, truncate=truncate)
+        self.zca = GroupZCA(64, group_size, eig, truncate=truncate, exact=exact)
         self.conv2 = nn.Conv2d(64, 32, 3, stride=2, padding=1)
         self.fc = nn.Linear(32, num_classes)
 
@@ -276,7 +327,9 @@ def train_one(
     """Train one network; same seed ⇒ same initial weights and batch order for every method."""
     x_train, y_train, x_test, y_test = data
     torch.manual_seed(seed)
-    model = SmallNet(group_size, eig_function(method, pi_iters), truncate=truncate)
+    model = SmallNet(
+        group_size, eig_function(method, pi_iters), truncate=truncate, exact=method == "exact"
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     order = torch.Generator().manual_seed(1000 + seed)
     start = time.perf_counter()

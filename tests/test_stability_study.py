@@ -64,6 +64,30 @@ def test_svdpi_and_classical_gradients_agree_on_a_separated_spectrum():
     torch.testing.assert_close(grads["svd-pi"], grads["eigh"], rtol=1e-4, atol=1e-6)
 
 
+def test_exact_whitening_is_the_classical_gradient_on_a_separated_spectrum():
+    """The study's ``exact`` layer: same W as the eig route, Daleckii–Krein backward."""
+    cov = _covariances(2, 4).requires_grad_(True)
+    values, vectors = study.eig_classical(cov)
+    reference = (vectors * values.rsqrt().unsqueeze(-2)) @ vectors.mT
+    (expected,) = torch.autograd.grad(reference[:, 0].sum(), cov)
+    whitening = study.ExactWhitening.apply(cov, 1e-12, False)
+    torch.testing.assert_close(whitening, reference.detach(), rtol=1e-10, atol=0)
+    (grad,) = torch.autograd.grad(whitening[:, 0].sum(), cov)
+    torch.testing.assert_close(grad, (expected + expected.mT) / 2, rtol=1e-8, atol=1e-10)
+
+
+def test_exact_whitening_is_finite_at_a_repeated_eigenvalue():
+    spectrum = torch.tensor([2.0, 1.0, 1.0, 0.5], dtype=torch.float64)
+    cov = torch.diag(spectrum).requires_grad_(True)
+    whitening = study.ExactWhitening.apply(cov, 1e-12, False)
+    (grad,) = torch.autograd.grad(whitening.sum(), cov)
+    # d sum(W) / dA in the eigenbasis (the identity here): G_ij = divided differences of λ^-1/2.
+    w = spectrum[:, None]
+    divided = (w**-0.5 - w.mT**-0.5) / (w - w.mT)
+    kernel = torch.where(w == w.mT, -0.5 * w**-1.5, divided)
+    torch.testing.assert_close(grad, kernel, rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("truncate", [False, True])
 def test_group_zca_whitens_each_group(truncate):
     torch.manual_seed(0)

@@ -10,6 +10,14 @@ Python array API standard; :mod:`svdpi.torch` adds autograd and layers, and
 
 from ._eig import EigResult, eig
 from ._gradient import eig_jvp, eig_vjp
+from ._matrix_functions import (
+    matrix_log,
+    matrix_log_jvp,
+    matrix_log_vjp,
+    matrix_power,
+    matrix_power_jvp,
+    matrix_power_vjp,
+)
 from ._whitening import (
     pca_projector,
     pca_projector_vjp,
@@ -25,6 +33,12 @@ __all__ = [
     "eig",
     "eig_jvp",
     "eig_vjp",
+    "matrix_log",
+    "matrix_log_jvp",
+    "matrix_log_vjp",
+    "matrix_power",
+    "matrix_power_jvp",
+    "matrix_power_vjp",
     "pca_projector",
     "pca_projector_vjp",
     "truncation_mask",

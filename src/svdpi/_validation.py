@@ -6,10 +6,16 @@ at array contents, so none of them synchronises with a GPU.
 
 from __future__ import annotations
 
+import math
+import numbers
 import operator
 from typing import Any
 
 METHODS = ("pi", "taylor", "analytic")
+#: Methods of the matrix-function VJPs/JVPs (``matrix_power_vjp``,
+#: ``zca_whitening_matrix_vjp``, ...): the eigenvector chain rule with the
+#: coefficients of :data:`METHODS`, or the Daleckii–Krein formula ("exact").
+MATRIX_FUNCTION_METHODS = (*METHODS, "exact")
 
 
 def check_floating(x: Any, name: str, xp: Any) -> None:
@@ -70,10 +76,30 @@ def check_like(x: Any, name: str, shape: tuple[int, ...], dtype: Any, xp: Any) -
         raise TypeError(f"{name} must have dtype {dtype} like the eigenpairs, got {x.dtype}")
 
 
-def check_method(method: Any) -> str:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}")
-    return method
+def check_method(method: Any, methods: tuple[str, ...] = METHODS) -> str:
+    """Require one of ``methods`` (:data:`METHODS` for the eigenpairs themselves)."""
+    if isinstance(method, str) and method in methods:
+        return method
+    if method == "exact" and "exact" not in methods:
+        raise ValueError(
+            "method='exact' (the Daleckii–Krein gradient) is defined for matrix functions "
+            "(matrix_power_vjp, matrix_log_vjp, zca_whitening_matrix_vjp, pca_projector_vjp); "
+            "the exact gradient of the eigenpairs themselves is method='analytic'"
+        )
+    raise ValueError(f"method must be one of {', '.join(map(repr, methods))}; got {method!r}")
+
+
+def check_exponent(p: Any, name: str = "p") -> float:
+    """Require a finite real Python or NumPy scalar (no bool, no array); return it as a float."""
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TypeError(
+            f"{name} must be a real number (a Python or NumPy scalar), "
+            f"got {type(p).__name__} {p!r}"
+        )
+    value = float(p)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
 
 
 def check_integer(value: Any, name: str, *, minimum: int) -> int:
@@ -96,6 +122,8 @@ def check_num_iters(num_iters: Any) -> int:
 
 
 def check_mask(mask: Any, shape: tuple[int, ...], xp: Any) -> None:
+    if not hasattr(mask, "dtype") or not hasattr(mask, "shape"):
+        raise TypeError(f"mask must be a boolean array, got {type(mask).__name__}")
     if not xp.isdtype(mask.dtype, "bool"):
         raise TypeError(f"mask must be a boolean array, got dtype {mask.dtype}")
     if tuple(mask.shape) != tuple(shape):

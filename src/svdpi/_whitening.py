@@ -11,10 +11,11 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
-from ._coefficients import clamp_eigenvalues, eigenvalue_floor
 from ._compat import array_device
 from ._gradient import project_symmetric, vjp_from_projected
+from ._matrix_functions import _Function, function_vjp, masked_kernel, matrix_power
 from ._validation import (
+    MATRIX_FUNCTION_METHODS,
     check_eigenpairs,
     check_floating,
     check_integer,
@@ -23,6 +24,9 @@ from ._validation import (
     check_method,
     check_num_iters,
 )
+
+#: ``zca_whitening_matrix`` is ``matrix_power`` with this exponent.
+_WHITENING = _Function("power", -0.5)
 
 ENERGY_RULES = ("preceding", "inclusive")
 
@@ -100,6 +104,9 @@ def zca_whitening_matrix(
 ) -> Any:
     """ZCA whitening matrix ``V diag(λ^{-1/2}) Vᵀ`` of a covariance's eigenpairs.
 
+    The special case ``matrix_power(eigenvalues, eigenvectors, -0.5, mask=mask)``
+    of :func:`svdpi.matrix_power`.
+
     Parameters
     ----------
     eigenvalues, eigenvectors : array
@@ -134,11 +141,7 @@ def zca_whitening_matrix(
     >>> np.allclose(y @ y.T / y.shape[1], np.eye(3))
     True
     """
-    if xp is None:
-        xp = array_namespace(eigenvalues, eigenvectors)
-    check_eigenpairs(eigenvalues, eigenvectors, xp)
-    scale = _whitening_scale(clamp_eigenvalues(eigenvalues, xp), mask, xp)
-    return (eigenvectors * scale[..., None, :]) @ xp.matrix_transpose(eigenvectors)
+    return matrix_power(eigenvalues, eigenvectors, _WHITENING.p, mask=mask, xp=xp)
 
 
 def zca_whitening_matrix_vjp(
@@ -154,18 +157,23 @@ def zca_whitening_matrix_vjp(
 ) -> Any:
     """Gradient with respect to the covariance of a loss of :func:`zca_whitening_matrix`.
 
-    The chain rule through ``W = V diag(λ^{-1/2}) Vᵀ`` into :func:`eig_vjp`,
-    with ``method`` and ``num_iters`` as there; ``mask`` as in the forward.
+    :func:`svdpi.matrix_power_vjp` with ``p = -1/2``: the chain rule through
+    ``W = V diag(λ^{-1/2}) Vᵀ`` into :func:`eig_vjp` (``method`` and
+    ``num_iters`` as there), or with ``method="exact"`` the Daleckii–Krein
+    derivative, whose entries in the eigenbasis are at most
+    ``λ_min^{-3/2} / 2`` times the cotangent's.
 
     Parameters
     ----------
     eigenvalues, eigenvectors : array
         The eigenpairs the forward used.
-    grad_whitening : array, shape (..., n, n)
-        Cotangent of the whitening matrix.
+    grad_whitening : array, shape (..., n, n), or None
+        Cotangent of the whitening matrix; ``None`` means zero.
     mask : array of bool, shape (..., n), optional
         The mask the forward used.
-    method, num_iters : optional
+    method : {"pi", "taylor", "analytic", "exact"}, default "pi"
+        See :func:`svdpi.matrix_power_vjp`.
+    num_iters : int, default 19
         See :func:`eig_vjp`.
     xp : array namespace, optional
         Inferred from the arrays when omitted.
@@ -188,28 +196,16 @@ def zca_whitening_matrix_vjp(
     """
     if xp is None:
         xp = array_namespace(eigenvalues, eigenvectors, grad_whitening)
-    method = check_method(method)
-    num_iters = check_num_iters(num_iters)
-    check_eigenpairs(eigenvalues, eigenvectors, xp)
-    check_like(grad_whitening, "grad_whitening", eigenvectors.shape, eigenvectors.dtype, xp)
-    floor = eigenvalue_floor(eigenvalues, xp)
-    clamped = xp.maximum(eigenvalues, floor)
-    scale = _whitening_scale(clamped, mask, xp)
-    # d scale / d λ = -λ^{-3/2} / 2 where λ is above the floor and kept, else 0.
-    live = eigenvalues >= floor
-    dscale = xp.where(live, -0.5 * scale / clamped, xp.zeros_like(scale))
-    projected = project_symmetric(eigenvectors, grad_whitening, xp)
-    # W = V D Vᵀ: <G, dW> = <2 G V D, dV> + <diag(Vᵀ G V), dD> for symmetric G.
-    vt_grad_vectors = 2.0 * projected * scale[..., None, :]
-    grad_values = xp.linalg.diagonal(projected) * dscale
-    return vjp_from_projected(
+    return function_vjp(
+        _WHITENING,
         eigenvalues,
         eigenvectors,
-        grad_values,
-        vt_grad_vectors,
-        method=method,
-        num_iters=num_iters,
-        xp=xp,
+        grad_whitening,
+        "grad_whitening",
+        mask,
+        method,
+        num_iters,
+        xp,
     )
 
 
@@ -269,12 +265,24 @@ def pca_projector_vjp(
     ----------
     eigenvalues, eigenvectors : array
         The eigenpairs the forward used.
-    grad_projector : array, shape (..., n, n)
-        Cotangent of the projector.
+    grad_projector : array, shape (..., n, n), or None
+        Cotangent of the projector; ``None`` means zero.
     n_components, mask : optional
         As in the forward.
-    method, num_iters : optional
-        See :func:`eig_vjp`.
+    method : {"pi", "taylor", "analytic", "exact"}, default "pi"
+        ``"pi"``, ``"taylor"``, ``"analytic"``: the chain rule through the
+        eigenvectors with the coefficients of :func:`eig_vjp`. ``"exact"``:
+        the Daleckii–Krein derivative ``V (G ∘ Vᵀ sym(Ḡ) V) Vᵀ`` with
+        ``G_ij = (w_i − w_j) / (λ_i − λ_j)`` for the 0/1 indicator ``w`` of
+        the kept eigenpairs: it couples only kept with dropped pairs, equals
+        ``"analytic"`` wherever the eigenvalues are distinct, and is finite
+        whenever there is a gap at the cut. Without one (a kept and a dropped
+        eigenvalue closer than ``n · eps · max|λ|``, which the eigensolver
+        cannot tell apart) the projector is not differentiable and the result
+        is NaN; the chain-rule methods stay finite there (``"pi"``,
+        ``"taylor"``) or are of order ``1 / round-off`` (``"analytic"``).
+    num_iters : int, default 19
+        See :func:`eig_vjp`; ignored by ``"analytic"`` and ``"exact"``.
     xp : array namespace, optional
         Inferred from the arrays when omitted.
 
@@ -295,12 +303,18 @@ def pca_projector_vjp(
     """
     if xp is None:
         xp = array_namespace(eigenvalues, eigenvectors, grad_projector)
-    method = check_method(method)
+    method = check_method(method, MATRIX_FUNCTION_METHODS)
     num_iters = check_num_iters(num_iters)
     check_eigenpairs(eigenvalues, eigenvectors, xp)
-    check_like(grad_projector, "grad_projector", eigenvectors.shape, eigenvectors.dtype, xp)
     weights = _projector_weights(eigenvectors, n_components, mask, xp)
+    if grad_projector is None:
+        return xp.zeros_like(eigenvectors)
+    check_like(grad_projector, "grad_projector", eigenvectors.shape, eigenvectors.dtype, xp)
     projected = project_symmetric(eigenvectors, grad_projector, xp)
+    if method == "exact":
+        kernel = masked_kernel(eigenvalues, weights, weights > 0, xp.zeros_like(projected), xp)
+        inner = kernel * projected
+        return eigenvectors @ inner @ xp.matrix_transpose(eigenvectors)
     # P = V diag(w) Vᵀ with constant w: <G, dP> = <2 G V diag(w), dV>.
     vt_grad_vectors = 2.0 * projected * weights[..., None, :]
     return vjp_from_projected(
@@ -312,15 +326,6 @@ def pca_projector_vjp(
         num_iters=num_iters,
         xp=xp,
     )
-
-
-def _whitening_scale(clamped_eigenvalues: Any, mask: Any, xp: Any) -> Any:
-    """``λ^{-1/2}`` of eigenvalues already raised to the floor, zero where ``mask`` is False."""
-    scale = clamped_eigenvalues**-0.5
-    if mask is not None:
-        check_mask(mask, tuple(clamped_eigenvalues.shape), xp)
-        scale = xp.where(mask, scale, xp.zeros_like(scale))
-    return scale
 
 
 def _projector_weights(eigenvectors: Any, n_components: Any, mask: Any, xp: Any) -> Any:
