@@ -35,61 +35,144 @@ def _mask(shape, seed):
     return jnp.asarray(mask)
 
 
+def _core_reference(name, cov, cotangent, tangent, mask, method, **kwargs):
+    """The core's VJP and JVP of a matrix function at ``cov``, on the same JAX eigenpairs."""
+    w, v = svdpi.eig(cov)
+    kwargs = dict(kwargs)
+    p = kwargs.pop("p", -0.5)
+    options = {"mask": mask, "method": method, **kwargs}
+    if name == "matrix_log":
+        return (
+            svdpi.matrix_log_vjp(w, v, cotangent, **options),
+            svdpi.matrix_log_jvp(w, v, tangent, **options),
+        )
+    if name == "pca_projector":
+        # A projector is the matrix function with φ the 0/1 indicator (power 0).
+        keep = mask if mask is not None else jnp.ones(w.shape, dtype=bool)
+        if kwargs.get("n_components") is not None:
+            keep = keep & (jnp.arange(w.shape[-1]) < kwargs["n_components"])
+        return (
+            svdpi.pca_projector_vjp(w, v, cotangent, **options),
+            svdpi.matrix_power_jvp(w, v, 0.0, tangent, mask=keep, method=method),
+        )
+    return (
+        svdpi.matrix_power_vjp(w, v, p, cotangent, **options),
+        svdpi.matrix_power_jvp(w, v, p, tangent, **options),
+    )
+
+
+CASES = [
+    ("zca_whitening_matrix", {}),
+    ("matrix_power", {"p": 0.5}),
+    ("matrix_power", {"p": -1.0}),
+    ("matrix_log", {}),
+    ("pca_projector", {"n_components": 2}),
+]
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("masked", [False, True])
-@pytest.mark.parametrize("spectrum", [None, [2.0, 1.0, 0.5, 1e-30]], ids=["random", "singular"])
-def test_zca_whitening_matrix_grad_equals_the_core_vjp(method, masked, spectrum):
-    """Including an eigenvalue below the floor, which gets no gradient, as in the core.
-
-    (Not two of them: both raised to the floor, they would be an equal pair
-    with coefficients ~1 / floor, whose products both ways are round-off.)
-    """
-    cov = _cov(4, 1, batch=(2,), spectrum=spectrum)
-    cotangent = jnp.asarray(np.random.default_rng(2).standard_normal((2, 4, 4)))
+@pytest.mark.parametrize(("name", "kwargs"), CASES, ids=[f"{n}-{k}" for n, k in CASES])
+def test_matrix_function_derivatives_equal_the_core(name, kwargs, method, masked):
+    """jax.grad equals the core's VJP, jax.jvp the core's JVP, under jit."""
+    cov = _cov(4, 1, batch=(2,))
+    rng = np.random.default_rng(2)
+    cotangent = jnp.asarray(rng.standard_normal((2, 4, 4)))
+    tangent = jnp.asarray(rng.standard_normal((2, 4, 4)))
     mask = _mask((2, 4), 3) if masked else None
+    function = getattr(svdpi.jax, name)
+    args = (kwargs["p"],) if "p" in kwargs else ()
+    options = {k: val for k, val in kwargs.items() if k != "p"}
 
-    def loss(c):
-        w, v = svdpi.jax.eig(c, method=method)
-        return jnp.sum(cotangent * svdpi.jax.zca_whitening_matrix(w, v, mask=mask))
+    def f(c):
+        return function(c, *args, mask=mask, method=method, **options)
 
-    got = jax.jit(jax.grad(loss))(cov)
-    w, v = svdpi.eig(cov)
-    assert_close(
-        svdpi.jax.zca_whitening_matrix(w, v, mask=mask),
-        svdpi.zca_whitening_matrix(w, v, mask=mask),
-        rtol=1e-14,
+    got_vjp = jax.jit(jax.grad(lambda c: jnp.sum(cotangent * f(c))))(cov)
+    value, got_jvp = jax.jit(lambda c, t: jax.jvp(f, (c,), (t,)))(cov, tangent)
+    expected_vjp, expected_jvp = _core_reference(
+        name, cov, cotangent, tangent, mask, method, **kwargs
     )
-    expected = svdpi.zca_whitening_matrix_vjp(w, v, cotangent, mask=mask, method=method)
+    assert_close(got_vjp, expected_vjp, rtol=1e-12)
+    assert_close(got_jvp, expected_jvp, rtol=1e-12)
+    w, v = svdpi.eig(cov)
+    if name == "matrix_log":
+        expected_value = svdpi.matrix_log(w, v, mask=mask)
+    elif name == "pca_projector":
+        expected_value = svdpi.pca_projector(v, mask=mask, **options)
+    else:
+        expected_value = svdpi.matrix_power(w, v, kwargs.get("p", -0.5), mask=mask)
+    assert_close(value, expected_value, rtol=1e-13)
+
+
+@pytest.mark.parametrize("method", ["pi", "taylor", "exact"])
+def test_whitening_derivatives_at_a_singular_and_repeated_spectrum(method):
+    """Below-floor and repeated eigenvalues: finite, and equal to the core."""
+    cov = _cov(4, 4, spectrum=[2.0, 1.0, 1.0, 1e-30])
+    cotangent = jnp.asarray(np.random.default_rng(5).standard_normal((4, 4)))
+    got = jax.jit(
+        jax.grad(lambda c: jnp.sum(cotangent * svdpi.jax.zca_whitening_matrix(c, method=method)))
+    )(cov)
+    w, v = svdpi.eig(cov)
+    expected = svdpi.zca_whitening_matrix_vjp(w, v, cotangent, method=method)
     assert bool(jnp.isfinite(got).all())
     assert_close(got, expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("n_components", [None, 2])
-def test_pca_projector_grad_equals_the_core_vjp(method, n_components):
-    cov = _cov(5, 4, batch=(3,))
-    cotangent = jnp.asarray(np.random.default_rng(5).standard_normal((3, 5, 5)))
-    mask = _mask((3, 5), 6)
+def test_exact_method_matches_finite_differences():
+    """method="exact" is the derivative of the forward: jax.test_util.check_grads."""
+    from jax.test_util import check_grads
 
-    def loss(c):
-        _, v = svdpi.jax.eig(c, method=method)
-        projector = svdpi.jax.pca_projector(v, n_components=n_components, mask=mask)
-        return jnp.sum(cotangent * projector)
-
-    got = jax.grad(loss)(cov)
-    w, v = svdpi.eig(cov)
-    expected = svdpi.pca_projector_vjp(
-        w, v, cotangent, n_components=n_components, mask=mask, method=method
-    )
-    assert_close(got, expected, rtol=1e-12)
+    cov = _cov(4, 6)
+    for function in (
+        lambda c: svdpi.jax.matrix_power(c, 0.5, method="exact"),
+        lambda c: svdpi.jax.matrix_log(c, method="exact"),
+        lambda c: svdpi.jax.zca_whitening_matrix(c, method="exact"),
+    ):
+        check_grads(function, (cov,), order=1, modes=["fwd", "rev"])
 
 
-def test_zca_whitening_matrix_bad_mask():
-    w, v = svdpi.jax.eig(jnp.eye(3))
-    with pytest.raises(ValueError, match="mask must have the shape"):
-        svdpi.jax.zca_whitening_matrix(w, v, mask=jnp.ones(2, dtype=bool))
-    with pytest.raises(TypeError, match="mask must be a boolean array"):
-        svdpi.jax.zca_whitening_matrix(w, v, mask=jnp.ones(3))
+@pytest.mark.parametrize("method", ["pi", "analytic", "exact"])
+def test_matrix_functions_are_differentiable_once(method):
+    cov = _cov(3, 7)
+    f = lambda c: jnp.sum(svdpi.jax.matrix_power(c, 0.5, method=method) ** 2)  # noqa: E731
+    with pytest.raises(NotImplementedError, match="differentiable once"):
+        jax.hessian(f)(cov)
+
+
+def test_matrix_functions_under_vmap_and_float32():
+    cov = _cov(3, 8, batch=(4,))
+    got = jax.vmap(lambda c: svdpi.jax.matrix_log(c))(cov)
+    assert_close(got, svdpi.jax.matrix_log(cov), rtol=1e-13)
+    with jax.enable_x64(False):
+        single = svdpi.jax.matrix_power(jnp.asarray(cov, dtype=jnp.float32), -0.5)
+        assert single.dtype == jnp.float32
+    assert_close(single, svdpi.jax.matrix_power(cov, -0.5), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda a: svdpi.jax.matrix_power(a, "2"), TypeError, "p must be a real number"),
+        (lambda a: svdpi.jax.matrix_power(a, float("nan")), ValueError, "p must be finite"),
+        (lambda a: svdpi.jax.matrix_log(a, method="svd"), ValueError, "method must be one of"),
+        (lambda a: svdpi.jax.matrix_log(a, num_iters=0), ValueError, "num_iters"),
+        (lambda a: svdpi.jax.matrix_log(a[:2]), ValueError, "square"),
+        (lambda a: svdpi.jax.pca_projector(a, n_components=4), ValueError, "n_components"),
+        (
+            lambda a: svdpi.jax.zca_whitening_matrix(a, mask=jnp.ones(2, dtype=bool)),
+            ValueError,
+            "mask must have the shape",
+        ),
+        (
+            lambda a: svdpi.jax.zca_whitening_matrix(a, mask=jnp.ones(3)),
+            TypeError,
+            "mask must be a boolean array",
+        ),
+    ],
+)
+def test_matrix_function_bad_arguments(call, error, match):
+    with pytest.raises(error, match=match):
+        call(jnp.eye(3))
 
 
 # -- the functional ZCA step ---------------------------------------------------------------

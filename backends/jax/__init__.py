@@ -4,10 +4,11 @@
 power-iteration rule (a ``jax.custom_jvp`` around :func:`svdpi.eig_jvp`;
 reverse mode is JAX's transposition of it, equal to :func:`svdpi.eig_vjp`),
 under ``jit``, ``vmap``, ``grad``, ``jacfwd`` and ``jacrev``.
-:func:`zca_whitening_matrix` and :func:`pca_projector` are differentiable
-functions of its eigenpairs; :func:`zca_whitening` is the paper's grouped
-ZCA-whitening step as a pure function for Flax or Equinox models, and
-:func:`whiten` applies running statistics in evaluation.
+:func:`matrix_power`, :func:`matrix_log`, :func:`zca_whitening_matrix` and
+:func:`pca_projector` are matrix functions of a symmetric matrix with the
+core's derivatives (``method="exact"`` included); :func:`zca_whitening` is
+the paper's grouped ZCA-whitening step as a pure function for Flax or
+Equinox models, and :func:`whiten` applies running statistics in evaluation.
 :func:`svdpi.truncation_mask` works on JAX arrays as it is.
 
 Requires JAX (``pip install 'svdpi[jax]'``). Importing :mod:`svdpi` or
@@ -24,17 +25,14 @@ except ImportError as error:
     ) from error
 
 from ._eig import eig
-from ._whitening import (
-    WhiteningStats,
-    pca_projector,
-    whiten,
-    zca_whitening,
-    zca_whitening_matrix,
-)
+from ._matrix_functions import matrix_log, matrix_power, pca_projector, zca_whitening_matrix
+from ._whitening import WhiteningStats, whiten, zca_whitening
 
 __all__ = [
     "WhiteningStats",
     "eig",
+    "matrix_log",
+    "matrix_power",
     "pca_projector",
     "whiten",
     "zca_whitening",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from functools import partial
 from typing import Any
 
@@ -11,22 +12,24 @@ import svdpi
 from svdpi._validation import check_floating, check_method, check_num_iters, check_square
 
 _NO_SECOND_ORDER = (
-    "svdpi.jax.eig with method={method!r} is differentiable once: differentiating its "
+    "{name} with method={method!r} is differentiable once: differentiating its "
     "derivative again (jax.hessian, jacfwd(jacrev(...)), grad(grad(...))) is not "
-    "supported. The power-iteration gradient is a truncated series in the eigenvalue "
-    "ratios whose own derivative svdpi does not define, and differentiating the formula "
-    "would be wrong at repeated eigenvalues. method='analytic' has second derivatives."
+    "supported. The derivative rule is a formula in the eigenpairs whose own "
+    "derivative svdpi does not define, and differentiating the formula would be wrong "
+    "at repeated eigenvalues."
 )
 
 
-def _make_first_order_guard(method: str) -> Any:
+@functools.cache
+def first_order_only(name: str, method: str) -> Any:
     """The identity, with a JVP rule that raises: marks values a derivative must not reach.
 
-    The eigenpairs that :func:`_eig_jvp_rule` passes to ``eig_jvp`` go
-    through it. In a first derivative they are constants of the linear
-    tangent map, and JAX never differentiates them; only a second derivative
-    (a JVP of the rule itself) reaches this rule, and gets a clear error
-    instead of the derivative of the series' formula.
+    The eigenpairs that a JVP rule passes to the core's JVP go through it.
+    In a first derivative they are constants of the linear tangent map, and
+    JAX never differentiates them; only a second derivative (a JVP of the
+    rule itself) reaches this rule, and gets a clear error instead of the
+    derivative of the formula. Cached: one function per ``(name, method)``,
+    not a new one (new to JAX's tracing caches) per call.
     """
 
     @jax.custom_jvp
@@ -35,14 +38,9 @@ def _make_first_order_guard(method: str) -> Any:
 
     @identity.defjvp
     def _raise(primals, tangents):
-        raise NotImplementedError(_NO_SECOND_ORDER.format(method=method))
+        raise NotImplementedError(_NO_SECOND_ORDER.format(name=name, method=method))
 
     return identity
-
-
-# One per method, made once: a fresh custom_jvp per call would be a new
-# function to JAX's tracing caches every time.
-_FIRST_ORDER_ONLY = {method: _make_first_order_guard(method) for method in ("pi", "taylor")}
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(1, 2))
@@ -62,7 +60,7 @@ def _eig_jvp_rule(method, num_iters, primals, tangents):
         # The "analytic" coefficients 1 / (λ_i − λ_j) are differentiated
         # correctly by JAX (the exact second derivative of eigh, where it
         # exists); the series are not, so their second derivatives raise.
-        guard = _FIRST_ORDER_ONLY[method]
+        guard = first_order_only("svdpi.jax.eig", method)
         w, v = guard(w), guard(v)
     tangent_w, tangent_v = svdpi.eig_jvp(
         w, v, tangent_a, method=method, num_iters=num_iters, xp=jnp

@@ -1,4 +1,4 @@
-"""Whitening and projection for JAX: differentiable functions of eigenpairs, and a ZCA step."""
+"""The paper's grouped ZCA whitening as a pure JAX function, and its evaluation counterpart."""
 
 from __future__ import annotations
 
@@ -7,94 +7,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import svdpi
-from svdpi._coefficients import eigenvalue_floor
-from svdpi._validation import check_eigenpairs, check_integer, check_mask
+from svdpi._validation import MATRIX_FUNCTION_METHODS, check_integer, check_method, check_num_iters
 from svdpi._whitening import ENERGY_RULES
 
-from ._eig import eig
-
-
-def zca_whitening_matrix(eigenvalues: Any, eigenvectors: Any, /, *, mask: Any = None) -> Any:
-    """ZCA whitening matrix ``V diag(λ^{-1/2}) Vᵀ``, differentiable by JAX.
-
-    The values of :func:`svdpi.zca_whitening_matrix`. With eigenpairs from
-    :func:`svdpi.jax.eig`, ``jax.grad`` through it equals
-    :func:`svdpi.zca_whitening_matrix_vjp`: eigenvalues below the floor
-    ``n · eps · max|λ|`` are raised to it and get no gradient, and the floor
-    itself is a constant. (Differentiating the core function directly
-    would send a gradient through the floor into ``max|λ|``, of order
-    ``(n · eps)^{-1/2}`` for a singular covariance.)
-
-    Parameters
-    ----------
-    eigenvalues, eigenvectors : jax.Array
-        As returned by :func:`svdpi.jax.eig` (eigenvalues descending).
-    mask : jax.Array of bool, shape (..., n), optional
-        Eigenpairs to use, e.g. from :func:`svdpi.truncation_mask`; all when omitted.
-
-    Returns
-    -------
-    jax.Array, shape (..., n, n)
-
-    Examples
-    --------
-    >>> import jax
-    >>> import jax.numpy as jnp
-    >>> import svdpi.jax
-    >>> cov = jnp.array([[2.0, 0.5], [0.5, 1.0]])
-    >>> w = svdpi.jax.zca_whitening_matrix(*svdpi.jax.eig(cov))
-    >>> bool(jnp.allclose(w @ cov @ w, jnp.eye(2), atol=1e-5))
-    True
-    >>> g = jax.grad(lambda c: jnp.trace(svdpi.jax.zca_whitening_matrix(*svdpi.jax.eig(c))))(cov)
-    >>> g.shape
-    (2, 2)
-    """
-    check_eigenpairs(eigenvalues, eigenvectors, jnp)
-    floor = jax.lax.stop_gradient(eigenvalue_floor(eigenvalues, jnp))
-    # Not jnp.maximum, whose derivative is split in half at a tie: the core's
-    # VJP counts an eigenvalue equal to the floor as live.
-    clamped = jnp.where(eigenvalues >= floor, eigenvalues, floor)
-    scale = clamped**-0.5
-    if mask is not None:
-        check_mask(mask, tuple(eigenvalues.shape), jnp)
-        scale = jnp.where(mask, scale, jnp.zeros_like(scale))
-    return (eigenvectors * scale[..., None, :]) @ jnp.matrix_transpose(eigenvectors)
-
-
-def pca_projector(
-    eigenvectors: Any, /, *, n_components: int | None = None, mask: Any = None
-) -> Any:
-    """Orthogonal projector ``V_k V_kᵀ`` on the leading eigenvectors, differentiable by JAX.
-
-    :func:`svdpi.pca_projector` itself: its weights are constants, so JAX
-    differentiates it as it is, and with eigenvectors from
-    :func:`svdpi.jax.eig` the gradient equals :func:`svdpi.pca_projector_vjp`.
-
-    Parameters
-    ----------
-    eigenvectors : jax.Array, shape (..., n, n)
-        As returned by :func:`svdpi.jax.eig`.
-    n_components : int, optional
-        Keep the first ``n_components`` eigenvectors (all when omitted).
-    mask : jax.Array of bool, shape (..., n), optional
-        Further restrict the kept eigenvectors.
-
-    Returns
-    -------
-    jax.Array, shape (..., n, n)
-
-    Examples
-    --------
-    >>> import jax.numpy as jnp
-    >>> import svdpi.jax
-    >>> _, v = svdpi.jax.eig(jnp.diag(jnp.array([1.0, 3.0, 2.0])))
-    >>> svdpi.jax.pca_projector(v, n_components=2)
-    Array([[0., 0., 0.],
-           [0., 1., 0.],
-           [0., 0., 1.]], dtype=float32)
-    """
-    return svdpi.pca_projector(eigenvectors, n_components=n_components, mask=mask, xp=jnp)
+from ._matrix_functions import _matrix_function, _Spec
 
 
 class WhiteningStats(NamedTuple):
@@ -128,11 +44,11 @@ def zca_whitening(
     The training-mode computation of :class:`svdpi.torch.ZCAWhitening`,
     channels last as in Flax: per group of ``d = C / num_groups`` channels
     the batch is centred, its covariance ``Σ = x̃ᵀ x̃ / M + eps·I`` over the
-    ``M`` positions of the leading axes is eigendecomposed with
-    :func:`svdpi.jax.eig`, and the output is ``W x̃`` with
-    ``W = V diag(λ^{-1/2}) Vᵀ``. All groups share one batched
-    eigendecomposition. Pure, so it composes with ``jax.jit``, ``jax.grad``
-    and ``jax.vmap``, and fits a Flax or Equinox model: keep running
+    ``M`` positions of the leading axes is eigendecomposed, and the output is
+    ``W x̃`` with ``W = V diag(λ^{-1/2}) Vᵀ`` (:func:`zca_whitening_matrix`).
+    All groups share one batched eigendecomposition. Pure, so it composes
+    with ``jax.jit``, ``jax.grad`` and ``jax.vmap``, and fits a Flax or
+    Equinox model: keep running
     averages of the returned statistics (no gradient flows into them) and
     apply them with :func:`whiten` in evaluation.
 
@@ -144,8 +60,10 @@ def zca_whitening(
         Groups whitened independently; must divide ``C``.
     eps : float, default 1e-4
         Added to the covariance's diagonal.
-    method, num_iters : optional
-        Derivative of the eigendecomposition, see :func:`svdpi.eig_vjp`.
+    method : {"pi", "taylor", "analytic", "exact"}, default "pi"
+        Derivative of ``W``, see :func:`svdpi.zca_whitening_matrix_vjp`.
+    num_iters : int, default 19
+        See :func:`svdpi.eig_vjp`.
     min_eigenvalue, max_energy, energy_rule : optional
         Truncation, as in :func:`svdpi.truncation_mask` (``λ`` includes ``eps``);
         default: keep every eigenpair. No gradient flows through the choice.
@@ -189,23 +107,20 @@ def zca_whitening(
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
     if energy_rule not in ENERGY_RULES:
         raise ValueError(f"energy_rule must be 'preceding' or 'inclusive', got {energy_rule!r}")
+    method = check_method(method, MATRIX_FUNCTION_METHODS)
+    num_iters = check_num_iters(num_iters)
     compute = _compute_dtype(x)
     samples = x.astype(compute).reshape(positions, num_groups, group_size)
     mean = jnp.mean(samples, axis=0)
     centred = samples - mean
     cov = jnp.einsum("mgi,mgj->gij", centred, centred) / positions
     cov = cov + eps * jnp.eye(group_size, dtype=compute)
-    eigenvalues, eigenvectors = eig(cov, method=method, num_iters=num_iters)
-    mask = None
+    truncation = None
     if min_eigenvalue is not None or max_energy is not None:
-        mask = svdpi.truncation_mask(
-            jax.lax.stop_gradient(eigenvalues),
-            min_eigenvalue=min_eigenvalue,
-            max_energy=max_energy,
-            energy_rule=energy_rule,
-            xp=jnp,
-        )
-    whitening = zca_whitening_matrix(eigenvalues, eigenvectors, mask=mask)
+        truncation = (min_eigenvalue, max_energy, energy_rule)
+    spec = _Spec("power", -0.5, method, num_iters, truncation=truncation)
+    # One eigendecomposition: the truncation mask is chosen inside, from its eigenvalues.
+    whitening = _matrix_function(cov, None, spec)
     y = jnp.einsum("gij,mgj->mgi", whitening, centred).reshape(x.shape).astype(x.dtype)
     stats = WhiteningStats(
         jax.lax.stop_gradient(mean.reshape(-1)), jax.lax.stop_gradient(whitening)
