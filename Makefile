@@ -45,6 +45,7 @@ format: venv
 
 bench: venv
 	$(PY) benchmarks/bench_eig.py
+	$(PY) benchmarks/bench_eig_jax.py
 
 clean:
 	rm -rf $(VENV) build dist docs/_build src/*.egg-info
