@@ -143,6 +143,22 @@ def whiten(x: Any, stats: WhiteningStats) -> Any:
     Returns
     -------
     jax.Array, shape of ``x``
+
+    Examples
+    --------
+    Running averages of the statistics of training batches, as a BatchNorm
+    layer keeps them, applied in evaluation:
+
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import svdpi.jax
+    >>> running = svdpi.jax.WhiteningStats(jnp.zeros(4), jnp.eye(2)[None].repeat(2, 0))
+    >>> for seed in range(3):
+    ...     batch = jax.random.normal(jax.random.key(seed), (128, 4))
+    ...     _, stats = svdpi.jax.zca_whitening(batch, num_groups=2)
+    ...     running = jax.tree.map(lambda old, new: 0.9 * old + 0.1 * new, running, stats)
+    >>> svdpi.jax.whiten(jnp.ones((5, 4)), running).shape
+    (5, 4)
     """
     x = jnp.asarray(x)
     mean, whitening = stats
