@@ -85,8 +85,8 @@ def test_wheel_installs_into_a_fresh_venv(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     (wheel,) = dist.glob("svdpi-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for expected in ("svdpi/__init__.py", "svdpi/torch/__init__.py", "svdpi/cupy/__init__.py"):
-        assert expected in names
+    for adapter in ("", "torch/", "cupy/", "jax/"):
+        assert f"svdpi/{adapter}__init__.py" in names
     assert not any(name.startswith(("backends/", "tests/", "src/")) for name in names)
 
     env_dir = tmp_path / "venv"
@@ -113,6 +113,14 @@ def test_wheel_installs_into_a_fresh_venv(tmp_path):
         "    import svdpi.cupy\n"
         "except ImportError as error:\n"
         "    assert 'CuPy' in str(error)\n"
+        "try:\n"
+        "    import jax.numpy as jnp\n"
+        "except ImportError:\n"
+        "    pass\n"
+        "else:\n"
+        "    import svdpi.jax\n"
+        "    assert svdpi.jax.__file__.startswith(svdpi.__file__.rsplit('__init__', 1)[0])\n"
+        "    assert float(svdpi.jax.eig(jnp.eye(2)).eigenvalues[0]) == 1.0\n"
     )
     result = _run([str(python), "-c", code], cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
