@@ -94,38 +94,40 @@ class _Function:
     def divided_differences(self, c_i: Any, c_j: Any, xp: Any) -> Any:
         """``(f(c_i) − f(c_j)) / (c_i − c_j)``, ``f'(c_i)`` where equal; see the module docstring.
 
+        ``c_i`` of shape ``(..., n, 1)`` and ``c_j`` of shape ``(..., 1, n)``:
+        what depends on one eigenvalue only is computed on those vectors.
         Finite wherever ``big > 0``; where ``big == 0`` (both clamped to zero,
         ``p > 0`` only) the value is a placeholder the caller replaces.
         """
+        if self.kind == "power" and self.p == 0.0:
+            return xp.zeros_like(c_i * c_j)
         big = xp.maximum(c_i, c_j)
         small = xp.minimum(c_i, c_j)
-        if self.kind == "power" and self.p == 0.0:
-            return xp.zeros_like(big)
-        safe_big = xp.where(big > 0, big, xp.ones_like(big))
-        ratio_minus_one = -xp.abs(c_i - c_j) / safe_big
-        ratio = small / safe_big
+        difference = xp.abs(c_i - c_j)
+        if not self.floored:  # p > 0: eigenvalues clamped at 0, so big or small may be 0
+            # A zero eigenvalue: r = 0 takes the placeholder 1 in the logarithm
+            # and its limit S = 1 below; big = 0 (both zero) a placeholder 1.
+            some_zero = small == 0
+            big = xp.where(big > 0, big, xp.ones_like(big))
+            small = xp.where(some_zero, big, small)
+        ratio_minus_one = -difference / big
         eps = xp.finfo(big.dtype).eps
         cap = xp.asarray(-(eps * eps), dtype=big.dtype, device=array_device(big))
         # log r: log1p(r − 1) is exact for r >= 1/2 (r − 1 is exact there);
         # below, log(small / big) keeps the relative accuracy of a small r
-        # that 1 + (r − 1) has lost. r = 0 (a zero eigenvalue, p > 0) takes
-        # a placeholder 1 here and its limit S = 1 below.
-        zero_small = ratio == 0
-        safe_ratio = xp.where(zero_small, xp.ones_like(ratio), ratio)
-        small_ratio = ratio_minus_one < -0.5
-        # (Each branch only sees the arguments it is selected for: no log1p(−1).)
-        near_ratio_minus_one = xp.where(small_ratio, xp.zeros_like(ratio), ratio_minus_one)
-        log_ratio = xp.where(small_ratio, xp.log(safe_ratio), xp.log1p(near_ratio_minus_one))
+        # that 1 + (r − 1) has lost. (log1p never sees −1.)
+        far = ratio_minus_one < -0.5
+        log_ratio = xp.where(far, xp.log(small / big), xp.log1p(xp.maximum(ratio_minus_one, -0.5)))
         log_ratio = xp.minimum(log_ratio, cap)
         denominator = xp.minimum(ratio_minus_one, cap)
         if self.kind == "log":
-            return (log_ratio / denominator) / safe_big
-        q = abs(self.p)
-        series = xp.expm1(q * log_ratio) / denominator  # S(r, q)
-        series = xp.where(zero_small, xp.ones_like(series), series)
+            return log_ratio / (denominator * big)
+        series = xp.expm1(abs(self.p) * log_ratio) / denominator  # S(r, |p|)
         if self.p > 0:
-            return safe_big ** (self.p - 1.0) * series
-        return -(small**self.p / big) * series
+            series = xp.where(some_zero, xp.ones_like(series), series)
+            return big ** (self.p - 1.0) * series
+        # small^p / big with small^p = the larger of c_i^p, c_j^p (p < 0).
+        return -(xp.maximum(c_i**self.p, c_j**self.p) / big) * series
 
 
 def _check_common(eigenvalues, eigenvectors, mask, method, num_iters, xp):
@@ -197,16 +199,14 @@ def _exact_kernel(function, eigenvalues, clamped, live, phi, mask, xp):
     c_i, c_j = _pairs(clamped)
     live_i, _ = _pairs(live)
     divided = function.divided_differences(c_i, c_j, xp)
-    same_lam = lam_i == lam_j
+    difference = lam_i - lam_j
+    same_lam = difference == 0
     # (f(c_i) − f(c_j)) / (λ_i − λ_j) = D(c_i, c_j) · (c_i − c_j) / (λ_i − λ_j):
-    # the second factor is exactly 1 above the clamp, in [0, 1] across it.
-    gap = xp.where(same_lam, xp.ones_like(lam_i), lam_i - lam_j)
-    zero = xp.zeros_like(divided)
-    kernel = xp.where(
-        c_i == c_j,
-        xp.where(same_lam & live_i, divided, zero),
-        divided * ((c_i - c_j) / gap),
-    )
+    # the second factor is exactly 1 above the clamp, in [0, 1] across it,
+    # 0 below it; for equal eigenvalues, 1 above the clamp and 0 below.
+    gap = difference + xp.astype(same_lam, difference.dtype)
+    across = xp.where(same_lam, xp.astype(live_i, gap.dtype), (c_i - c_j) / gap)
+    kernel = divided * across
     if not function.floored and function.p != 0.0:
         # An eigenvalue exactly 0 (p > 0): f'(0) from the right, inf for p < 1.
         at_zero = xp.full_like(kernel, function.derivative_at_zero())

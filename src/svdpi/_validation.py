@@ -80,7 +80,7 @@ def check_method(method: Any, methods: tuple[str, ...] = METHODS) -> str:
     """Require one of ``methods`` (:data:`METHODS` for the eigenpairs themselves)."""
     if isinstance(method, str) and method in methods:
         return method
-    if method == "exact" and "exact" not in methods:
+    if isinstance(method, str) and method == "exact":
         raise ValueError(
             "method='exact' (the Daleckii–Krein gradient) is defined for matrix functions "
             "(matrix_power_vjp, matrix_log_vjp, zca_whitening_matrix_vjp, pca_projector_vjp); "
