@@ -102,3 +102,46 @@ def test_check_finite_on_an_empty_batch(xp):
     w, v = svdpi.eig(from_numpy(xp, np.zeros((0, 3, 3))))
     assert tuple(w.shape) == (0, 3)
     assert tuple(v.shape) == (0, 3, 3)
+
+
+EMPTY_SHAPES = [(0, 0), (2, 0, 0), (0, 3, 3), (0, 0, 0), (2, 0, 4, 4)]
+
+
+@pytest.mark.parametrize("shape", EMPTY_SHAPES)
+def test_empty_matrices_and_batches_give_empty_results(xp, shape):
+    """Like numpy.linalg.eigh / torch.linalg.eigh, whose OpInfo samples include n = 0."""
+    a = xp.zeros(shape, dtype=xp.float64)
+    w, v = svdpi.eig(a)
+    assert tuple(w.shape) == shape[:-1]
+    assert tuple(v.shape) == shape
+    assert w.dtype == v.dtype == xp.float64
+    g_w = xp.zeros(shape[:-1], dtype=xp.float64)
+    g_v = xp.zeros(shape, dtype=xp.float64)
+    for method in ("pi", "taylor", "analytic"):
+        grad = svdpi.eig_vjp(w, v, g_w, g_v, method=method)
+        assert tuple(grad.shape) == shape
+        assert tuple(svdpi.eig_vjp(w, v, None, g_v, method=method).shape) == shape
+        dw, dv = svdpi.eig_jvp(w, v, a, method=method)
+        assert tuple(dw.shape) == shape[:-1]
+        assert tuple(dv.shape) == shape
+
+
+# torch.func.jvp loads torch's forward-AD decompositions, which call the deprecated
+# torch.jit.script (a warning from inside torch, once per process).
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+@pytest.mark.parametrize("shape", EMPTY_SHAPES)
+def test_torch_eig_on_empty_input_matches_torch_linalg_eigh(shape):
+    torch = pytest.importorskip("torch")
+    import svdpi.torch
+
+    a = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+    w, v = svdpi.torch.eig(a)
+    expected_w, expected_v = torch.linalg.eigh(a.detach())
+    assert w.shape == expected_w.shape
+    assert v.shape == expected_v.shape
+    (w.sum() + v.sum()).backward()
+    assert a.grad.shape == a.shape
+    tangent = torch.zeros(shape, dtype=torch.float64)
+    _, (dw, dv) = torch.func.jvp(lambda m: tuple(svdpi.torch.eig(m)), (a.detach(),), (tangent,))
+    assert dw.shape == expected_w.shape
+    assert dv.shape == expected_v.shape

@@ -239,3 +239,62 @@ def test_outputs_keep_namespace_dtype_and_device(xp):
         assert array_namespace(out) == array_namespace(a)
         assert out.dtype == xp.float32
         assert device(out) == device(a)
+
+
+def _exact_series_limit_vjp(w, v, g_v, num_iters):
+    """The "pi" VJP in exact rational arithmetic, for a huge ``num_iters``.
+
+    For unequal eigenvalues ``r^T`` is taken as 0, which ``assert`` checks is
+    far below round-off; for equal ones ``S_K(1) = K + 1`` exactly. ``v`` must be
+    a signed permutation (the eigenvectors of a diagonal matrix), so that the
+    products with it are exact too.
+    """
+    from fractions import Fraction
+
+    n = len(w)
+    lam = [Fraction(float(x)) for x in w]
+
+    def series(small, big, terms):  # Σ_{i<terms} (small/big)^i
+        if small == big:
+            return Fraction(terms)
+        r = small / big
+        assert terms * np.log(float(big / small)) > 200  # r^terms < 1e-87
+        return 1 / (1 - r)
+
+    def a(j, m):  # the coefficient matrix of svdpi._coefficients, j < m: λ_j >= λ_m
+        if j < m:
+            return series(lam[m], lam[j], num_iters + 1) / lam[j]
+        return -series(lam[j], lam[m], num_iters) / lam[m]
+
+    vf = [[Fraction(float(x)) for x in row] for row in v]
+    gf = [[Fraction(float(x)) for x in row] for row in g_v]
+    b = [[sum(vf[k][i] * gf[k][j] for k in range(n)) for j in range(n)] for i in range(n)]
+    inner = [
+        [0 if i == j else (a(j, i) * b[i][j] + a(i, j) * b[j][i]) / 2 for j in range(n)]
+        for i in range(n)
+    ]
+    left = [[sum(vf[i][k] * inner[k][j] for k in range(n)) for j in range(n)] for i in range(n)]
+    return np.array(
+        [[float(sum(left[i][k] * vf[j][k] for k in range(n))) for j in range(n)] for i in range(n)]
+    )
+
+
+@pytest.mark.parametrize("num_iters", [10**6, 2**23, 2**24, 2**53])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cotangent", ["ones", "random"])
+def test_equal_eigenvalues_with_a_huge_num_iters(xp, num_iters, dtype, cotangent):
+    """Exact for equal eigenvalues however many iterations (0.1 lost r^T to cancellation).
+
+    For diag(3, 1, 1) and a ones cotangent entry [1, 2] is 0.5; 0.1 returned 0
+    at 2**53 in float64 and 0.25 at 2**23, 0 at 2**24 in float32.
+    """
+    rng = np.random.default_rng(num_iters % 1000)
+    g_v = np.ones((3, 3)) if cotangent == "ones" else rng.standard_normal((3, 3))
+    a = xp.asarray(np.diag([3.0, 1.0, 1.0]), dtype=getattr(xp, dtype))
+    w, v = svdpi.eig(a)
+    got = to_numpy(svdpi.eig_vjp(w, v, None, xp.asarray(g_v, dtype=a.dtype), num_iters=num_iters))
+    expected = _exact_series_limit_vjp(to_numpy(w), to_numpy(v), g_v, num_iters)
+    if cotangent == "ones":
+        assert expected[1, 2] == expected[2, 1] == 0.5
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(got, expected, rtol=8 * eps, atol=8 * eps * np.abs(expected).max())

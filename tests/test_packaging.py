@@ -85,8 +85,24 @@ def test_wheel_installs_into_a_fresh_venv(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     (wheel,) = dist.glob("svdpi-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for adapter in ("", "torch/", "cupy/", "jax/"):
-        assert f"svdpi/{adapter}__init__.py" in names
+    for expected in (
+        "svdpi/__init__.py",
+        "svdpi/py.typed",  # PEP 561: the annotations are meant to be used
+        "svdpi/torch/__init__.py",
+        "svdpi/cupy/__init__.py",
+        "svdpi/jax/__init__.py",
+    ):
+        assert expected in names
+    import svdpi
+
+    # The version is written once (svdpi.__version__) and reaches the metadata.
+    assert wheel.name.startswith(f"svdpi-{svdpi.__version__}-")
+    (entry_points,) = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    # Where the core finds each adapter's fast paths (svdpi._dispatch).
+    assert "[svdpi.native]" in text
+    assert "cupy = svdpi.cupy" in text
+    assert "torch = svdpi.torch" in text
     assert not any(name.startswith(("backends/", "tests/", "src/")) for name in names)
 
     env_dir = tmp_path / "venv"

@@ -38,7 +38,9 @@ from svdpi import (
     zca_whitening_matrix,
     zca_whitening_matrix_vjp,
 )
+from svdpi._dispatch import register as _register
 
+from . import _native
 from ._native import coefficient_matrix, solve_eigh
 from ._solver_policy import (
     SOLVERS,
@@ -46,6 +48,11 @@ from ._solver_policy import (
     SYEVJ_BATCHED_MAX_N,
     choose_eigh_solver,
 )
+
+# The core's fast paths for CuPy arrays (see svdpi._dispatch). svdpi's
+# "svdpi.native" entry point "cupy" names this package, so the core imports it
+# (and this runs) when CuPy arrays first reach svdpi.
+_register("cupy", eigh=_native.eigh, coefficient_product=_native.coefficient_product)
 
 __all__ = [
     "SOLVERS",

@@ -1,9 +1,10 @@
 """The coefficient matrix as one scalar formula, compiled to CUDA and evaluated with NumPy.
 
-The formula for one entry ``A[row, col]`` of
-:func:`svdpi._coefficients.coefficient_matrix` is written once below, as
-statements in a tiny subset of Python. :func:`cuda_preamble` translates them
-to a CUDA device function for :class:`cupy.ElementwiseKernel`;
+The formula for one entry of the two parts of ``A`` in
+:func:`svdpi._coefficients.coefficient_parts` (``A = antisymmetric + upper ∘
+extra``) is written once below, as statements in a tiny subset of Python.
+:func:`cuda_preamble` translates them to a CUDA device function for
+:class:`cupy.ElementwiseKernel`;
 :func:`evaluate_numpy` runs the very same statements with NumPy, so the
 formula the GPU runs is tested against the core on any machine. This module
 imports neither CuPy nor NumPy at import time.
@@ -14,8 +15,8 @@ comparison (``< <= > >= == !=``) and calls of :data:`FUNCTIONS`.
 Inputs: ``lam_row``, ``lam_col`` (the eigenvalues of the entry's row and
 column), ``row``, ``col`` (their indices), ``lam_floor`` (the matrix's
 eigenvalue floor, see :func:`svdpi._coefficients.eigenvalue_floor`),
-``eps`` (the dtype's machine epsilon), ``num_iters``. The last statement
-assigns ``coefficient``.
+``eps`` (the dtype's machine epsilon), ``num_iters``. The last two
+statements assign ``antisymmetric`` and ``extra``.
 """
 
 from __future__ import annotations
@@ -30,35 +31,39 @@ INTEGER_INPUTS = ("row", "col")
 FUNCTIONS = ("where", "maximum", "minimum", "abs", "log1p", "expm1")
 
 # The truncated series of 1 / (λ_row − λ_col) in r = small / big, evaluated
-# as in svdpi._coefficients: clamp at the floor, r − 1 as a difference, log r
-# through log1p of it, both capped at −eps² so that
-# S = expm1(terms·log r) / (r − 1) never sees 0/0 (at the cap it equals
-# `terms` in floating point), divided by the larger eigenvalue, signed +1
-# above the diagonal, −1 below, 0 on it.
+# as in svdpi._coefficients.geometric_sum: clamp at the floor, r − 1 as a
+# difference, r^terms − 1 through expm1 and log1p of it, and the sum as that
+# over r − 1, except at r = 1 (equal eigenvalues), where the denominator is
+# r − 2 and `terms` is added: exactly `terms`, for any number of terms.
+# Divided by the larger eigenvalue, signed +1 above the diagonal, −1 below.
 _SERIES = """
 lr = maximum(lam_row, lam_floor)
 lc = maximum(lam_col, lam_floor)
 big = maximum(lr, lc)
 ratio_minus_one = -abs(lr - lc) / big
-log_ratio = minimum(log1p(ratio_minus_one), -(eps * eps))
-upper = where(row < col, 1, 0)
-sign = upper - where(col < row, 1, 0)
 {terms}
-coefficient = sign * (expm1(terms * log_ratio) / minimum(ratio_minus_one, -(eps * eps))) / big
+power_minus_one = expm1(terms * log1p(ratio_minus_one))
+equal = where(ratio_minus_one == 0, 1, 0)
+series = power_minus_one / (ratio_minus_one - equal) + equal * terms
+sign = where(row < col, 1, 0) - where(col < row, 1, 0)
+antisymmetric = sign * series / big
+{extra}
 """
 
 FORMULAS = {
-    # T + 1 terms above the diagonal (λ_row the larger one), T below.
-    "pi": _SERIES.format(terms="terms = upper + num_iters"),
+    # T terms on both sides, and r^T more above the diagonal (λ_row the larger one).
+    "pi": _SERIES.format(terms="terms = num_iters", extra="extra = (power_minus_one + 1) / big"),
     # Powers 0 … K on both sides.
-    "taylor": _SERIES.format(terms="terms = num_iters + 1"),
+    "taylor": _SERIES.format(terms="terms = num_iters + 1", extra="extra = 0"),
     # The classical 1 / (λ_row − λ_col), infinite for equal eigenvalues; 1 is
     # added to the diagonal's denominator to keep 0/0 out, the numerator zeroes it.
     "analytic": """
 off_diagonal = where(row == col, 0, 1)
-coefficient = off_diagonal / (lam_row - lam_col + (1 - off_diagonal))
+antisymmetric = off_diagonal / (lam_row - lam_col + (1 - off_diagonal))
+extra = 0
 """,
 }
+OUTPUTS = ("antisymmetric", "extra")
 
 
 class KernelSpec(NamedTuple):
@@ -89,8 +94,8 @@ def parse_formula(method: str) -> list[tuple[str, ast.expr]]:
         _check_expression(node.value, defined)
         defined.add(node.targets[0].id)
         statements.append((node.targets[0].id, node.value))
-    if not statements or statements[-1][0] != "coefficient":
-        raise ValueError("the formula must end by assigning 'coefficient'")
+    if tuple(target for target, _ in statements[-2:]) != OUTPUTS:
+        raise ValueError("the formula must end by assigning 'antisymmetric', then 'extra'")
     return statements
 
 
@@ -180,11 +185,11 @@ def _is_boolean(node: ast.expr, booleans: set[str]) -> bool:
 
 
 def device_function_name(method: str) -> str:
-    return f"svdpi_coefficient_{method}"
+    return f"svdpi_coefficient_parts_{method}"
 
 
 def cuda_device_function(method: str) -> str:
-    """The CUDA device function computing one entry ``A[row, col]`` for ``method``."""
+    """The CUDA device function computing the two parts of ``A[row, col]`` for ``method``."""
     booleans: set[str] = set()
     lines = []
     for target, expression in parse_formula(method):
@@ -196,10 +201,11 @@ def cuda_device_function(method: str) -> str:
         lines.append(f"    const {ctype} {target} = {_to_c(expression)};")
     body = "\n".join(lines)
     return (
-        f"template <typename Real>\n__device__ Real {device_function_name(method)}(\n"
+        f"template <typename Real>\n__device__ void {device_function_name(method)}(\n"
         "    const Real lam_row, const Real lam_col, const ptrdiff_t row, const ptrdiff_t col,\n"
-        "    const Real lam_floor, const Real eps, const Real num_iters) {\n"
-        f"{body}\n    return coefficient;\n}}\n"
+        "    const Real lam_floor, const Real eps, const Real num_iters,\n"
+        "    Real* antisymmetric_out, Real* extra_out) {\n"
+        f"{body}\n    *antisymmetric_out = antisymmetric;\n    *extra_out = extra;\n}}\n"
     )
 
 
@@ -217,6 +223,7 @@ const ptrdiff_t q = i % n;
 const T lam_p = w[k * n + p];
 const T lam_q = w[k * n + q];
 const T floor_k = lam_floor[k];
+T antisymmetric, extra;
 """
 
 
@@ -235,20 +242,30 @@ def kernel_spec(method: str, mode: str) -> KernelSpec:
     """
     function = device_function_name(method)
     preamble = cuda_preamble(method)  # validates method
+    parts = "floor_k, eps, num_iters, &antisymmetric, &extra);"
     if mode == "coefficients":
         in_params = "raw T w, raw T lam_floor, int64 n, T eps, T num_iters"
-        result = f"out = {function}<T>(lam_p, lam_q, p, q, floor_k, eps, num_iters);"
+        # A = antisymmetric + upper ∘ extra
+        result = (
+            f"{function}<T>(lam_p, lam_q, p, q, {parts}\n"
+            "out = (p < q) ? antisymmetric + extra : antisymmetric;"
+        )
     elif mode == "product":
         in_params = "raw T w, raw T lam_floor, raw T b, int64 n, T eps, T num_iters"
         # (Aᵀ)[p, q] = A[q, p]
-        result = f"out = {function}<T>(lam_q, lam_p, q, p, floor_k, eps, num_iters) * b[i];"
+        result = (
+            f"{function}<T>(lam_q, lam_p, q, p, {parts}\n"
+            "out = ((q < p) ? antisymmetric + extra : antisymmetric) * b[i];"
+        )
     elif mode == "symmetric_product":
         in_params = "raw T w, raw T lam_floor, raw T b, int64 n, T eps, T num_iters"
-        # P[p, q] + P[q, p] = A[q, p] b[p, q] + A[p, q] b[q, p], halved as in the core.
+        # (P + Pᵀ) / 2 = (N ∘ (bᵀ − b) + E ∘ (L∘b + (L∘b)ᵀ)) / 2, as in
+        # svdpi._coefficients.coefficient_product: no cancellation between coefficients.
         result = (
-            f"const T a_qp = {function}<T>(lam_q, lam_p, q, p, floor_k, eps, num_iters);\n"
-            f"const T a_pq = {function}<T>(lam_p, lam_q, p, q, floor_k, eps, num_iters);\n"
-            "out = (a_qp * b[i] + a_pq * b[k * nn + q * n + p]) * T(0.5);"
+            f"{function}<T>(lam_p, lam_q, p, q, {parts}\n"
+            "const T b_qp = b[k * nn + q * n + p];\n"
+            "const T b_below = (q < p) ? b[i] : ((p < q) ? b_qp : T(0));\n"
+            "out = (antisymmetric * (b_qp - b[i]) + extra * b_below) * T(0.5);"
         )
     else:
         raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}; got {mode!r}")
@@ -264,8 +281,8 @@ def kernel_spec(method: str, mode: str) -> KernelSpec:
 # --- NumPy -------------------------------------------------------------------
 
 
-def evaluate_numpy(method: str, inputs: dict[str, Any], dtype: Any) -> Any:
-    """Run the formula of ``method`` with NumPy on broadcastable ``inputs``.
+def evaluate_numpy(method: str, inputs: dict[str, Any], dtype: Any) -> tuple[Any, Any]:
+    """``(antisymmetric, extra)`` by the formula of ``method``, run with NumPy on ``inputs``.
 
     Constants are made ``dtype`` scalars, as ``Real(...)`` in the CUDA source.
     Division by zero (``"analytic"`` with equal eigenvalues) gives ``inf``
@@ -320,14 +337,10 @@ def evaluate_numpy(method: str, inputs: dict[str, Any], dtype: Any) -> Any:
     with np.errstate(divide="ignore"):
         for target, expression in parse_formula(method):
             env[target] = run(expression)
-    return np.asarray(env["coefficient"]).astype(dtype, copy=False)
+    return tuple(np.asarray(env[name]).astype(dtype, copy=False) for name in OUTPUTS)
 
 
-def coefficient_matrix_numpy(eigenvalues: Any, *, method: str, num_iters: int) -> Any:
-    """``A`` for a NumPy batch of descending eigenvalues, through :func:`evaluate_numpy`.
-
-    The reference twin of the kernel's ``"coefficients"`` mode.
-    """
+def _coefficient_parts_numpy(eigenvalues: Any, *, method: str, num_iters: int) -> Any:
     import array_api_compat.numpy as xp
     import numpy as np
 
@@ -345,7 +358,22 @@ def coefficient_matrix_numpy(eigenvalues: Any, *, method: str, num_iters: int) -
         "eps": np.finfo(w.dtype).eps,
         "num_iters": w.dtype.type(num_iters),
     }
-    return evaluate_numpy(method, inputs, w.dtype)
+    antisymmetric, extra = evaluate_numpy(method, inputs, w.dtype)
+    upper = index[:, None] < index[None, :]
+    return antisymmetric, np.broadcast_to(extra, antisymmetric.shape), upper
+
+
+def coefficient_matrix_numpy(eigenvalues: Any, *, method: str, num_iters: int) -> Any:
+    """``A`` for a NumPy batch of descending eigenvalues, through :func:`evaluate_numpy`.
+
+    The reference twin of the kernel's ``"coefficients"`` mode.
+    """
+    import numpy as np
+
+    antisymmetric, extra, upper = _coefficient_parts_numpy(
+        eigenvalues, method=method, num_iters=num_iters
+    )
+    return np.where(upper, antisymmetric + extra, antisymmetric)
 
 
 def coefficient_product_numpy(
@@ -354,8 +382,11 @@ def coefficient_product_numpy(
     """The reference twin of the ``"product"`` / ``"symmetric_product"`` modes."""
     import numpy as np
 
-    a = coefficient_matrix_numpy(eigenvalues, method=method, num_iters=num_iters)
-    product = np.swapaxes(a, -1, -2) * b
-    if symmetrize:
-        product = (product + np.swapaxes(product, -1, -2)) * b.dtype.type(0.5)
-    return product
+    antisymmetric, extra, upper = _coefficient_parts_numpy(
+        eigenvalues, method=method, num_iters=num_iters
+    )
+    if not symmetrize:  # (Aᵀ)[p, q] = A[q, p] = −N[p, q] (+ E[p, q] below the diagonal)
+        return np.where(upper.T, extra - antisymmetric, -antisymmetric) * b
+    b_t = np.swapaxes(b, -1, -2)
+    below = np.where(upper.T, b, np.where(upper, b_t, 0))
+    return (antisymmetric * (b_t - b) + extra * below) * b.dtype.type(0.5)

@@ -9,9 +9,23 @@ the paper, drop-in replacements for a BatchNorm layer;
 of a distributed job.
 """
 
+# ruff: noqa: E402 (the version check runs before anything else is imported)
+import torch as _torch
+
+from ._requirements import check_torch_version as _check_torch_version
+
+_check_torch_version(_torch.__version__)
+
+from svdpi._dispatch import register as _register
+
+from . import _native
 from ._eig import eig
 from ._sync import SyncPCADenoising, SyncZCAWhitening, convert_sync_whitening
 from ._whitening import PCADenoising, ZCAWhitening
+
+# The core's fast paths for torch tensors (see svdpi._dispatch), registered on
+# import so that nothing is imported later, inside a traced call.
+_register("torch", all_finite=_native.all_finite, coefficient_product=_native.coefficient_product)
 
 __all__ = [
     "PCADenoising",

@@ -252,7 +252,7 @@ def eig(
     check_method(method)
     num_iters = check_num_iters(num_iters)
     check_floating(a, "a", xp_torch)
-    check_square(a, "a")
+    check_square(a, "a", allow_empty=True)
     if check_finite and _can_read_values() and not all_finite(a, xp_torch):
         raise ValueError(
             "a must contain only finite values (it has NaN or inf entries); "

@@ -3,20 +3,16 @@
 :func:`all_finite` is one reduction without a temporary. The rest of this
 module is the coefficient product.
 
-The core computes ``Aᵀ ∘ b`` through array-api-compat: about twenty small
-operations, each behind a Python wrapper, each allocating an n × n
-temporary, plus the index patterns (sign, number of terms) rebuilt on every
-call. On small matrices that overhead, not arithmetic, is the cost of a
-backward pass; on large ones the temporaries' page faults are. The same
-operations are written here as direct torch calls, and the results are the
-core's bit for bit (the tests hold them to that), reached differently:
+The core computes ``Aᵀ ∘ b`` (:func:`svdpi._coefficients.coefficient_product`)
+through array-api-compat: about twenty small operations, each behind a
+Python wrapper, each allocating an n × n temporary, plus the index patterns
+rebuilt on every call. On small matrices that overhead, not arithmetic, is
+the cost of a backward pass; on large ones the temporaries' page faults are.
+The same operations are written here as direct torch calls, on the same
+values in the same order, so the results are the core's bit for bit (the
+tests hold them to that); what differs:
 
-* ``Aᵀ`` is formed directly from transposed index patterns (``r − 1`` and
-  the larger eigenvalue are symmetric), so the only strided read is the
-  final symmetrisation, not also ``A.mT * b``;
-* when symmetrising, the sign pattern is halved beforehand, which saves the
-  final ``* 0.5`` (halving is exact unless a result is subnormal);
-* the operations work in place: five n × n temporaries instead of fifteen;
+* the operations work in place where the core's expression allows;
 * the patterns, and the scalar constants as 0-d tensors, are cached per
   shape for ``n <= CACHE_MAX_N``;
 * no validation: the core has checked the arguments before asking.
@@ -40,6 +36,7 @@ from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
+from svdpi._dispatch import DECLINED, Decline
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from ._eig import _can_read_values
@@ -52,26 +49,22 @@ CACHE_MAX_N = 256
 class _Patterns(NamedTuple):
     """What :func:`coefficient_product` needs besides the eigenvalues, per shape and method.
 
-    The index patterns are those of :func:`svdpi._coefficients.coefficient_matrix`
-    transposed: entry ``(m, j)`` of ``Aᵀ`` is entry ``(j, m)`` of ``A``. The
+    The masks are those of :func:`svdpi._coefficients.coefficient_parts`. The
     numbers are 0-d tensors because an operation with a Python scalar costs
     about twice one with a tensor on small inputs.
     """
 
-    sign: torch.Tensor  # signᵀ (halved when symmetrising); off-diagonal mask for "analytic"
-    terms: torch.Tensor  # termsᵀ; the identity for "analytic"
+    sign: torch.Tensor  # +1 above the diagonal, -1 below; the off-diagonal mask for "analytic"
+    lower: torch.Tensor  # strictly lower triangular mask; 1 on the diagonal for "analytic"
+    terms: torch.Tensor  # T ("pi") or K + 1 ("taylor")
     floor_scale: torch.Tensor  # n · eps
     floor_least: torch.Tensor  # smallest_normal / eps
-    log_ratio_cap: torch.Tensor  # −eps², the cap on r − 1 and log r
+    one: torch.Tensor
+    half: torch.Tensor
 
 
 def _build_patterns(
-    n: int,
-    dtype: torch.dtype,
-    device: torch.device,
-    method: str,
-    num_iters: int,
-    symmetrize: bool,
+    n: int, dtype: torch.dtype, device: torch.device, method: str, num_iters: int
 ) -> _Patterns:
     finfo = torch.finfo(dtype)
 
@@ -79,37 +72,34 @@ def _build_patterns(
         return torch.tensor(value, dtype=dtype, device=device)
 
     # In-place tril_/triu_ on fresh tensors: out-of-place tril was 7x slower at n = 512.
-    lower = torch.ones((n, n), dtype=dtype, device=device).tril_(-1)  # Aᵀ: j < m
+    lower = torch.ones((n, n), dtype=dtype, device=device).tril_(-1)
     upper = torch.ones((n, n), dtype=dtype, device=device).triu_(1)
     if method == "analytic":
-        sign = lower + upper
-        terms = 1.0 - sign
+        sign = upper + lower  # svdpi._coefficients' off_diagonal, and 1 − off_diagonal
+        lower = 1.0 - sign
     else:
-        # (P + Pᵀ) / 2 with P = Aᵀ ∘ b is P' + P'ᵀ with P' = (signᵀ / 2) ∘ … ∘ b:
-        # halving is exact, so the symmetrised product costs one operation less.
-        sign = (lower - upper) * (0.5 if symmetrize else 1.0)
-        terms = lower + float(num_iters) if method == "pi" else scalar(num_iters + 1)
+        sign = upper - lower
     return _Patterns(
         sign,
-        terms,
+        lower,
+        scalar(float(num_iters) if method == "pi" else float(num_iters + 1)),
         scalar(n * finfo.eps),
         scalar(finfo.smallest_normal / finfo.eps),
-        scalar(-(finfo.eps * finfo.eps)),
+        scalar(1.0),
+        scalar(0.5),
     )
 
 
 _cached_patterns = functools.lru_cache(maxsize=32)(_build_patterns)
 
 
-def _patterns(
-    eigenvalues: torch.Tensor, method: str, num_iters: int, symmetrize: bool
-) -> _Patterns:
+def _patterns(eigenvalues: torch.Tensor, method: str, num_iters: int) -> _Patterns:
     key = (eigenvalues.shape[-1], eigenvalues.dtype, eigenvalues.device, method, num_iters)
     if key[0] > CACHE_MAX_N:
-        return _build_patterns(*key, symmetrize)
+        return _build_patterns(*key)
     # Keep no inference tensor: later callers may be outside inference mode.
     with torch.inference_mode(False) if torch.is_inference_mode_enabled() else nullcontext():
-        return _cached_patterns(*key, symmetrize)
+        return _cached_patterns(*key)
 
 
 def _plain_eager_untracked(*tensors: torch.Tensor) -> bool:
@@ -128,47 +118,60 @@ def coefficient_product(
     method: str,
     num_iters: int,
     symmetrize: bool,
-) -> torch.Tensor | None:
+) -> torch.Tensor | Decline:
     """``Aᵀ ∘ b``, symmetrised as ``(P + Pᵀ) / 2`` if asked (see :mod:`svdpi._dispatch`).
 
-    Declines (returns ``None``, and the core runs its generic code) unless
+    Declines (returns :data:`~svdpi._dispatch.DECLINED`, and the core runs its
+    generic code) unless
     the call is plain eager and records no autograd graph: the operations
     here overwrite their temporaries, which autograd could not differentiate,
     and a tensor traced by ``torch.compile`` must not reach the pattern cache.
     """
     if not _plain_eager_untracked(eigenvalues, b):
-        return None
-    patterns = _patterns(eigenvalues, method, num_iters, symmetrize)
-    # In place wherever the core's expression allows: each n × n temporary not
-    # allocated saves its page faults too (glibc returns large blocks to the
-    # system; about 0.2 ms per MiB on the reference machine).
+        return DECLINED
+    patterns = _patterns(eigenvalues, method, num_iters)
+    # svdpi._coefficients.coefficient_parts and coefficient_product, operation
+    # for operation, in place wherever the core's expression allows: each n × n
+    # temporary not allocated saves its page faults too (glibc returns large
+    # blocks to the system; about 0.2 ms per MiB on the reference machine).
+    extra = None
     if method == "analytic":
-        # Entry (row, col) of Aᵀ is 1 / (λ_col − λ_row), with the core's 0/0 guard.
-        denominator = torch.sub(eigenvalues.unsqueeze(-2), eigenvalues.unsqueeze(-1))
-        product = torch.div(patterns.sign, denominator.add_(patterns.terms))
+        difference = torch.sub(eigenvalues.unsqueeze(-1), eigenvalues.unsqueeze(-2))
+        antisymmetric = torch.div(patterns.sign, difference.add_(patterns.lower))
     else:
-        # svdpi._coefficients.eigenvalue_floor and geometric_sum, operation for operation.
         scale = eigenvalues.abs().amax(dim=-1, keepdim=True)
         floor = scale.mul_(patterns.floor_scale).clamp_min_(patterns.floor_least)
         lam = torch.maximum(eigenvalues, floor)
-        lam_row = lam.unsqueeze(-1)
-        lam_col = lam.unsqueeze(-2)
-        big = torch.maximum(lam_row, lam_col)
-        # As in the core, r − 1 = -|λ_row − λ_col| / big is -0.0 on the diagonal and
-        # log1p sees it before the cap. That matters here: with MKL-built PyTorch on
-        # the reference AMD CPU, float32 log1p and expm1 ran 7x slower (2.2 ms at
-        # 512 x 512) until the process had once evaluated one of them at -0.0.
-        ratio_minus_one = torch.sub(lam_row, lam_col).abs_().neg_().div_(big)  # symmetric
-        series = torch.log1p(ratio_minus_one).clamp_max_(patterns.log_ratio_cap)
-        series.mul_(patterns.terms).expm1_()
-        series.div_(ratio_minus_one.clamp_max_(patterns.log_ratio_cap))
-        product = series.mul_(patterns.sign).div_(big)
-    product = product.mul_(b) if product.shape == b.shape else product * b
-    if not symmetrize:
-        return product
-    if method == "analytic":  # its sign pattern is not pre-halved
-        return (product + product.mT).mul_(0.5)
-    return product + product.mT
+        lam_j = lam.unsqueeze(-1)
+        lam_m = lam.unsqueeze(-2)
+        big = torch.maximum(lam_j, lam_m)
+        ratio_minus_one = torch.sub(lam_j, lam_m).abs_().neg_().div_(big)
+        # r − 1 is -0.0 on the diagonal, and log1p sees it. That matters here:
+        # with MKL-built PyTorch on the reference AMD CPU, float32 log1p and
+        # expm1 ran 7x slower (2.2 ms at 512 x 512) until the process had once
+        # evaluated one of them at -0.0.
+        power_minus_one = torch.log1p(ratio_minus_one).mul_(patterns.terms).expm1_()
+        equal = torch.eq(ratio_minus_one, 0).to(eigenvalues.dtype)
+        series = torch.div(power_minus_one, ratio_minus_one.sub_(equal))
+        series.add_(equal.mul_(patterns.terms))
+        antisymmetric = series.mul_(patterns.sign).div_(big)
+        if method == "pi":
+            extra = power_minus_one.add_(patterns.one).div_(big)
+    # In place only where the result has the coefficients' shape (b may broadcast them).
+    in_place = antisymmetric.shape == b.shape
+    if symmetrize:
+        difference = torch.sub(b.mT, b)
+        product = antisymmetric.mul_(difference) if in_place else antisymmetric * difference
+        if extra is not None:
+            below = torch.mul(patterns.lower, b)
+            mirrored = torch.add(below, below.mT)
+            product.add_(extra.mul_(mirrored) if in_place else extra * mirrored)
+        return product.mul_(patterns.half)
+    if extra is None:
+        transposed = antisymmetric.neg_()
+    else:
+        transposed = torch.mul(patterns.lower, extra).sub_(antisymmetric)
+    return transposed.mul_(b) if in_place else transposed * b
 
 
 def all_finite(a: torch.Tensor) -> bool:

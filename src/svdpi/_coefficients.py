@@ -18,14 +18,16 @@ and differs only in ``A``. With ``big = max(λ_j, λ_m)`` and
   ``r^T`` above the diagonal (``j < m``) and after ``r^(T-1)`` below it.
 
 Here ``S_K(r) = Σ_{i=0..K} r^i`` is evaluated in closed form (see
-:func:`geometric_sum`), so the cost does not depend on ``K``.
+:func:`geometric_sum`), so the cost does not depend on ``K``, and exactly
+for equal eigenvalues (``r = 1``) whatever ``K`` is.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._compat import array_device
+from ._typing import Array, Namespace
 
 
 def eigenvalue_floor(eigenvalues: Any, xp: Any) -> Any:
@@ -55,44 +57,63 @@ def clamp_eigenvalues(eigenvalues: Any, xp: Any) -> Any:
     return xp.maximum(eigenvalues, eigenvalue_floor(eigenvalues, xp))
 
 
-def geometric_sum(ratio_minus_one: Any, terms: Any, xp: Any) -> Any:
-    """``Σ_{i=0..terms-1} r^i`` for ``r = 1 + ratio_minus_one`` in ``(0, 1]``, without a loop.
+def geometric_sum(ratio_minus_one: Array, terms: float, xp: Namespace) -> tuple[Array, Array]:
+    """``Σ_{i=0..terms-1} r^i`` and ``r^terms − 1`` for ``r = 1 + ratio_minus_one`` in ``(0, 1]``.
 
-    ``(r^terms − 1) / (r − 1)`` with ``r^terms − 1 = expm1(terms · log1p(r − 1))``
-    is accurate right up to ``r = 1``: no ``1 − r`` is ever formed by
-    cancellation, since ``r − 1`` is the input itself. At ``r = 1`` (equal
-    eigenvalues) it would be ``0/0``: ``r − 1`` and ``log r`` are first capped
-    at ``−eps²`` instead, where ``log1p`` returns its argument, so the quotient
-    is ``terms · (1 − O(terms · eps²))``, i.e. exactly ``terms`` in floating
-    point. Capping *before* the division (rather than a ``where`` after it)
-    keeps NaN out of the values and out of any gradient taken through them.
+    ``r^terms − 1 = expm1(terms · log1p(r − 1))`` and the sum is that over
+    ``r − 1``: accurate right up to ``r = 1``, since no ``1 − r`` is ever
+    formed by cancellation (``r − 1`` is the input itself), and the cost does
+    not depend on ``terms``. At exactly ``r = 1`` (equal eigenvalues) the
+    numerator is ``expm1(−0) = −0``; the denominator there is ``r − 1 − 1``
+    instead, so no ``0/0`` is formed, and ``terms`` is added: the sum is
+    exactly ``terms`` for any ``terms``, and neither the value nor a gradient
+    taken through it sees a NaN.
     """
-    eps = xp.finfo(ratio_minus_one.dtype).eps
-    cap = xp.asarray(
-        -(eps * eps), dtype=ratio_minus_one.dtype, device=array_device(ratio_minus_one)
-    )
-    # Not clip: see eigenvalue_floor. log1p before the cap, so that it sees the
-    # -0.0 of the diagonal (see svdpi.torch._native for why that matters).
-    log_ratio = xp.minimum(xp.log1p(ratio_minus_one), cap)
-    return xp.expm1(terms * log_ratio) / xp.minimum(ratio_minus_one, cap)
+    power_minus_one = xp.expm1(terms * xp.log1p(ratio_minus_one))
+    equal = xp.astype(ratio_minus_one == 0, ratio_minus_one.dtype)
+    series = power_minus_one / (ratio_minus_one - equal) + equal * terms
+    return series, power_minus_one
 
 
-def coefficient_matrix(eigenvalues: Any, *, method: str, num_iters: int, xp: Any) -> Any:
-    """The matrix ``A`` of the module docstring, shape ``(..., n, n)``, zero diagonal.
+def triangles(n: int, dtype: Any, device: Any, xp: Namespace) -> tuple[Array, Array]:
+    """The strictly upper and strictly lower triangular masks of an ``n × n`` matrix."""
+    index = xp.arange(n, device=device)
+    upper = xp.astype(index[:, None] < index[None, :], dtype)
+    return upper, xp.matrix_transpose(upper)
 
+
+class CoefficientParts(NamedTuple):
+    """``A = antisymmetric + upper ∘ extra`` (see :func:`coefficient_parts`)."""
+
+    antisymmetric: Array
+    extra: Array | None
+
+
+def coefficient_parts(
+    eigenvalues: Array, *, method: str, num_iters: int, xp: Namespace
+) -> CoefficientParts:
+    """The matrix ``A`` of the module docstring as an antisymmetric matrix plus a symmetric one.
+
+    ``A = antisymmetric + upper ∘ extra``, where ``upper`` is the strictly
+    upper triangular mask. ``"taylor"`` and ``"analytic"`` are antisymmetric
+    (``extra`` is ``None``). For ``"pi"`` the sum above the diagonal has one
+    term more than the one below: ``antisymmetric = ±S_{T-1}(r) / big`` and
+    ``extra = r^T / big``. Keeping the two apart is what makes the
+    symmetrised product exact for any ``T`` (see
+    :func:`coefficient_product`): forming ``S_T − S_{T-1}`` from the two sums
+    would leave nothing of ``r^T`` once ``T`` reaches ``1 / eps``.
     ``eigenvalues`` must be sorted descending, as :func:`svdpi.eig` returns them.
     """
     dtype = eigenvalues.dtype
     n = eigenvalues.shape[-1]
-    index = xp.arange(n, device=array_device(eigenvalues))
-    upper = xp.astype(index[:, None] < index[None, :], dtype)  # j < m: λ_j is the larger
-    sign = upper - xp.matrix_transpose(upper)  # +1 above, -1 below, 0 on the diagonal
+    upper, lower = triangles(n, dtype, array_device(eigenvalues), xp)
+    sign = upper - lower  # +1 above (λ_j the larger), -1 below, 0 on the diagonal
 
     if method == "analytic":
         difference = eigenvalues[..., :, None] - eigenvalues[..., None, :]
-        off_diagonal = xp.abs(sign)
+        off_diagonal = upper + lower
         # Adding 1 on the diagonal keeps 0/0 out of it; the numerator zeroes it.
-        return off_diagonal / (difference + (1.0 - off_diagonal))
+        return CoefficientParts(off_diagonal / (difference + (1.0 - off_diagonal)), None)
 
     lam = clamp_eigenvalues(eigenvalues, xp)
     lam_j = lam[..., :, None]
@@ -100,7 +121,59 @@ def coefficient_matrix(eigenvalues: Any, *, method: str, num_iters: int, xp: Any
     big = xp.maximum(lam_j, lam_m)
     # small / big − 1 as a difference: exact for close eigenvalues.
     ratio_minus_one = -xp.abs(lam_j - lam_m) / big
-    # Number of terms: powers 0..T above the diagonal and 0..T-1 below it for
-    # "pi" (see the module docstring), 0..K on both sides for "taylor".
-    terms = upper + float(num_iters) if method == "pi" else float(num_iters + 1)
-    return sign * geometric_sum(ratio_minus_one, terms, xp) / big
+    # "pi": powers 0..T-1 on both sides, plus r^T above the diagonal (see the
+    # module docstring); "taylor": powers 0..K on both sides.
+    terms = float(num_iters) if method == "pi" else float(num_iters + 1)
+    series, power_minus_one = geometric_sum(ratio_minus_one, terms, xp)
+    antisymmetric = sign * series / big
+    extra = (power_minus_one + 1.0) / big if method == "pi" else None
+    return CoefficientParts(antisymmetric, extra)
+
+
+def coefficient_matrix(eigenvalues: Array, *, method: str, num_iters: int, xp: Namespace) -> Array:
+    """The matrix ``A`` of the module docstring, shape ``(..., n, n)``, zero diagonal.
+
+    ``eigenvalues`` must be sorted descending, as :func:`svdpi.eig` returns them.
+    """
+    antisymmetric, extra = coefficient_parts(
+        eigenvalues, method=method, num_iters=num_iters, xp=xp
+    )
+    if extra is None:
+        return antisymmetric
+    upper, _ = triangles(eigenvalues.shape[-1], eigenvalues.dtype, array_device(eigenvalues), xp)
+    return antisymmetric + upper * extra
+
+
+def coefficient_product(
+    eigenvalues: Array,
+    b: Array,
+    *,
+    method: str,
+    num_iters: int,
+    symmetrize: bool,
+    xp: Namespace,
+) -> Array:
+    """``P = Aᵀ ∘ b``, or ``(P + Pᵀ) / 2`` if ``symmetrize``: the generic code of the native step.
+
+    With ``A = N + U ∘ E`` (``N`` antisymmetric, ``E`` symmetric, ``U``/``L``
+    the strictly upper/lower masks; :func:`coefficient_parts`)::
+
+        Aᵀ ∘ b          = (L ∘ E − N) ∘ b
+        (P + Pᵀ) / 2    = (N ∘ (bᵀ − b) + E ∘ (L∘b + (L∘b)ᵀ)) / 2
+
+    The second form never subtracts one coefficient from another: for equal
+    eigenvalues and a huge ``num_iters`` it keeps the ``r^T`` term that
+    ``A_mj b_jm + A_jm b_mj`` would lose to cancellation.
+    """
+    antisymmetric, extra = coefficient_parts(
+        eigenvalues, method=method, num_iters=num_iters, xp=xp
+    )
+    _, lower = triangles(eigenvalues.shape[-1], eigenvalues.dtype, array_device(eigenvalues), xp)
+    if symmetrize:
+        product = antisymmetric * (xp.matrix_transpose(b) - b)
+        if extra is not None:
+            below = lower * b
+            product = product + extra * (below + xp.matrix_transpose(below))
+        return product * 0.5
+    transposed = -antisymmetric if extra is None else lower * extra - antisymmetric
+    return transposed * b

@@ -1,68 +1,172 @@
-"""Native fast paths for particular array libraries, found without importing them.
+"""The contract between the core and the fast paths adapters register for their library.
 
 The core is written once against the array API standard. An adapter may
-provide faster implementations of a few internal steps for its own library
-(a fused CUDA kernel, a better eigensolver). The core asks for them by name
-at call time with :func:`native`, keyed on the namespace of arrays it already
-holds, so ``import svdpi`` never imports CuPy: the provider module is
-imported only once an array of that library has reached svdpi.
+provide faster implementations of a few internal steps for its own array
+library (a fused CUDA kernel, a better eigensolver). The core knows the
+steps, not the adapters:
 
-The steps, with the contract every provider must meet (same results as the
-generic code, to round-off):
+* :data:`STEPS` names the steps, each with a :class:`typing.Protocol` that
+  states its signature; asking for or registering any other name raises.
+* An adapter calls :func:`register` with the name of its array library (the
+  top-level module, ``"torch"``, ``"cupy"``) when it is imported.
+* A step may decline a call by returning :data:`DECLINED` (never ``None``),
+  and the core then runs its generic code.
+* The core asks with :func:`native`, keyed on the library of the arrays it
+  already holds. If no provider is registered for that library yet, the
+  core loads the ``svdpi.native`` entry point of that name, once per
+  process: installing an adapter declares which module registers it
+  (``cupy = "svdpi.cupy"`` in svdpi's own metadata), so a CuPy user gets the
+  fast path without ever importing ``svdpi.cupy``, while ``import svdpi``
+  imports no array library. An adapter shipped by another package adds its
+  own entry point; nothing here names one.
 
-``all_finite(a) -> bool``
-    Whether every entry of the (non-empty) array ``a`` is finite.
-``eigh(a) -> (eigenvalues, eigenvectors)``
-    Like ``xp.linalg.eigh`` on symmetric ``a`` (ascending eigenvalues).
-``coefficient_product(eigenvalues, b, *, method, num_iters, symmetrize)``
-    ``Aᵀ ∘ b`` for the coefficient matrix ``A`` of
-    :func:`svdpi._coefficients.coefficient_matrix`, symmetrised as
-    ``(P + Pᵀ) / 2`` when ``symmetrize`` is true; or ``None`` to decline a
-    call (the PyTorch provider declines while tracing, under ``torch.func``
-    transforms and when autograd records), and the generic code runs.
+:func:`native` reads only Python dicts once the provider is loaded, so it
+can be traced (``torch.compile(fullgraph=True)``): loading happens at the
+adapter's import, or at the first eager call for that library, never in the
+middle of a traced call whose adapter was imported.
+
+Every step must give the generic code's result to round-off.
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
-from collections.abc import Callable, Iterator
+import enum
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from importlib import metadata
+from types import MappingProxyType
+from typing import Any, Final, Literal, Protocol, TypeAlias
+
+from ._typing import Array
+
+ENTRY_POINT_GROUP: Final = "svdpi.native"
 
 
-def _is_cupy_namespace(xp: Any) -> bool:
-    # array_api_compat.is_cupy_namespace does the same name test, through an
-    # lru_cache-wrapped helper that torch.compile (dynamo) warns about when it
-    # traces svdpi's VJP for a torch tensor.
-    return getattr(xp, "__name__", None) in ("cupy", "array_api_compat.cupy")
+class Declined(enum.Enum):
+    """The type of :data:`DECLINED`."""
+
+    DECLINED = "declined"
 
 
-def _is_torch_namespace(xp: Any) -> bool:
-    # The same name test, for the same reason.
-    return getattr(xp, "__name__", None) in ("torch", "array_api_compat.torch")
+#: What a step returns to let the core's generic code handle this call.
+DECLINED: Final = Declined.DECLINED
+Decline: TypeAlias = Literal[Declined.DECLINED]
 
 
-# (is this namespace the provider's?, module defining the steps). The module is
-# imported lazily: only a namespace that matched can have its library loaded.
-PROVIDERS: tuple[tuple[Callable[[Any], bool], str], ...] = (
-    (_is_cupy_namespace, "svdpi.cupy._native"),
-    (_is_torch_namespace, "svdpi.torch._native"),
+class AllFinite(Protocol):
+    """``all_finite(a)``: whether every entry of the (non-empty) array ``a`` is finite."""
+
+    def __call__(self, a: Array, /) -> bool | Decline: ...
+
+
+class Eigh(Protocol):
+    """``eigh(a)``: like ``xp.linalg.eigh`` on symmetric ``a`` (ascending eigenvalues)."""
+
+    def __call__(self, a: Array, /) -> tuple[Array, Array] | Decline: ...
+
+
+class CoefficientProduct(Protocol):
+    """``Aᵀ ∘ b`` for the coefficient matrix of :mod:`svdpi._coefficients`.
+
+    Symmetrised as ``(P + Pᵀ) / 2`` when ``symmetrize`` is true, computed as
+    :func:`svdpi._coefficients.coefficient_product` does (see there for
+    the form that stays exact for equal eigenvalues and any ``num_iters``).
+    The arguments have been validated by the core.
+    """
+
+    def __call__(
+        self, eigenvalues: Array, b: Array, /, *, method: str, num_iters: int, symmetrize: bool
+    ) -> Array | Decline: ...
+
+
+#: The steps an adapter may provide, with their protocols.
+STEPS: Final[Mapping[str, type]] = MappingProxyType(
+    {
+        "all_finite": AllFinite,
+        "eigh": Eigh,
+        "coefficient_product": CoefficientProduct,
+    }
 )
+
+# library name -> {step name -> implementation}. Replaced, never mutated in
+# place, so a reader (perhaps a tracer) always sees a complete mapping.
+_providers: dict[str, Mapping[str, Callable[..., Any]]] = {}
+# Libraries whose entry point has been looked up (found or not).
+_looked_up: set[str] = set()
 
 _enabled: ContextVar[bool] = ContextVar("svdpi_native_paths", default=True)
 
 
-def native(xp: Any, name: str) -> Callable[..., Any] | None:
-    """The provider's implementation of step ``name`` for namespace ``xp``, or ``None``."""
+def _check_step(step: str) -> None:
+    if step not in STEPS:
+        raise ValueError(f"unknown native step {step!r}; the steps are {', '.join(STEPS)}")
+
+
+def register(library: str, /, **steps: Callable[..., Any]) -> None:
+    """Register fast paths for the arrays of ``library`` (called by adapters on import).
+
+    Parameters
+    ----------
+    library : str
+        The array library's top-level module name, as :func:`library_name`
+        derives it from a namespace (``"torch"`` for ``torch`` and
+        ``array_api_compat.torch`` alike).
+    **steps : callable
+        Implementations keyed by step name (see :data:`STEPS`); a later
+        registration replaces the steps it names.
+
+    Raises
+    ------
+    ValueError
+        For a step name not in :data:`STEPS` (a typo would otherwise fall back
+        to the generic code unnoticed).
+    TypeError
+        For an implementation that is not callable.
+    """
+    for step, implementation in steps.items():
+        _check_step(step)
+        if not callable(implementation):
+            raise TypeError(f"the {step!r} step must be callable, got {implementation!r}")
+    _providers[library] = MappingProxyType({**_providers.get(library, {}), **steps})
+
+
+def library_name(xp: Any) -> str:
+    """The top-level module name of namespace ``xp``'s library (array-api-compat's wrapper too)."""
+    # A string test rather than array_api_compat.is_*_namespace, whose
+    # lru_cache-wrapped helpers dynamo warns about when it traces svdpi.
+    name = getattr(xp, "__name__", "")
+    if name.startswith("array_api_compat."):
+        name = name[len("array_api_compat.") :]
+    return name.split(".")[0]
+
+
+def _load_entry_point(library: str) -> Mapping[str, Callable[..., Any]] | None:
+    """Import the module that the ``svdpi.native`` entry point ``library`` names.
+
+    Importing it registers the provider. A failing import (a broken
+    installation of the library) propagates: a fast path must not vanish
+    silently.
+    """
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP, name=library):
+        entry_point.load()
+    _looked_up.add(library)
+    return _providers.get(library)
+
+
+def native(xp: Any, step: str) -> Callable[..., Any] | None:
+    """The registered implementation of ``step`` for namespace ``xp``'s library, or ``None``.
+
+    Raises ``ValueError`` for a step name not in :data:`STEPS`.
+    """
+    _check_step(step)
     if not _enabled.get():
         return None
-    for matches, module_name in PROVIDERS:
-        if matches(xp):
-            module = sys.modules.get(module_name) or importlib.import_module(module_name)
-            return getattr(module, name, None)
-    return None
+    library = library_name(xp)
+    steps = _providers.get(library)
+    if steps is None and library not in _looked_up:
+        steps = _load_entry_point(library)
+    return None if steps is None else steps.get(step)
 
 
 @contextmanager

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from array_api_compat import array_namespace, is_lazy_array
 
-from ._dispatch import native
+from ._dispatch import DECLINED, native
+from ._typing import Array, Namespace
 from ._validation import check_floating, check_square
 
 
@@ -22,11 +23,11 @@ class EigResult(NamedTuple):
         Orthonormal; column ``j`` belongs to ``eigenvalues[..., j]``.
     """
 
-    eigenvalues: Any
-    eigenvectors: Any
+    eigenvalues: Array
+    eigenvectors: Array
 
 
-def all_finite(a: Any, xp: Any) -> bool:
+def all_finite(a: Array, xp: Namespace) -> bool:
     """Whether every entry of ``a`` is finite, as far as it can be read on the host.
 
     ``max|a| < inf`` exactly when every entry is finite: NaN propagates
@@ -44,14 +45,16 @@ def all_finite(a: Any, xp: Any) -> bool:
     if math.prod(a.shape) == 0:
         return True
     # The native providers (PyTorch, CuPy) know their own arrays, which are eager.
-    if (native_all_finite := native(xp, "all_finite")) is not None:
-        return native_all_finite(a)
+    native_all_finite = native(xp, "all_finite")
+    answer = DECLINED if native_all_finite is None else native_all_finite(a)
+    if answer is not DECLINED:
+        return answer
     if is_lazy_array(a):
         return True
     return bool(xp.max(xp.abs(a)) < math.inf)
 
 
-def eig(a: Any, /, *, check_finite: bool = True, xp: Any = None) -> EigResult:
+def eig(a: Array, /, *, check_finite: bool = True, xp: Namespace | None = None) -> EigResult:
     """Eigendecomposition of symmetric positive semi-definite matrices, largest eigenvalue first.
 
     The forward pass of SVD-PI (Wang et al., 2019): the eigenpairs are exact
@@ -65,6 +68,7 @@ def eig(a: Any, /, *, check_finite: bool = True, xp: Any = None) -> EigResult:
         array API library (NumPy, CuPy, PyTorch, ...). Only the symmetric part
         ``(a + aᵀ) / 2`` is used, so a slightly asymmetric input (round-off in
         ``X Xᵀ``) is well defined and every backend reads the same entries.
+        ``n = 0`` and empty batches give empty results, as ``xp.linalg.eigh`` does.
     check_finite : bool, default True
         Raise ``ValueError`` if ``a`` has NaN or infinite entries. This is the
         one place svdpi reads array values on the host (a GPU synchronisation);
@@ -104,7 +108,7 @@ def eig(a: Any, /, *, check_finite: bool = True, xp: Any = None) -> EigResult:
     if xp is None:
         xp = array_namespace(a)
     check_floating(a, "a", xp)
-    check_square(a, "a")
+    check_square(a, "a", allow_empty=True)
     if check_finite and not all_finite(a, xp):
         raise ValueError(
             "a must contain only finite values (it has NaN or inf entries); "
@@ -117,9 +121,8 @@ def eig(a: Any, /, *, check_finite: bool = True, xp: Any = None) -> EigResult:
     # NumPy: numpy.linalg.eigh (LAPACK syevd over the batch in one C loop).
     # scipy.linalg.eigh(driver="evd") was measured no faster on single matrices
     # up to n = 1024 (0.9-1.0x; benchmarks/bench_eig.py), so it is not used.
-    if (native_eigh := native(xp, "eigh")) is not None:
-        negated_eigenvalues, eigenvectors = native_eigh(negated)
-    else:
-        negated_eigenvalues, eigenvectors = xp.linalg.eigh(negated)
+    native_eigh = native(xp, "eigh")
+    pairs = DECLINED if native_eigh is None else native_eigh(negated)
+    negated_eigenvalues, eigenvectors = xp.linalg.eigh(negated) if pairs is DECLINED else pairs
     eigenvalues = -negated_eigenvalues
     return EigResult(eigenvalues, eigenvectors)

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from array_api_compat import array_namespace
 
-from ._coefficients import coefficient_matrix
-from ._dispatch import native
+from ._coefficients import coefficient_product
+from ._dispatch import DECLINED, native
+from ._typing import Array, Namespace
 from ._validation import check_eigenpairs, check_like, check_method, check_num_iters
 
 
 def eig_vjp(
-    eigenvalues: Any,
-    eigenvectors: Any,
-    grad_eigenvalues: Any,
-    grad_eigenvectors: Any,
+    eigenvalues: Array,
+    eigenvectors: Array,
+    grad_eigenvalues: Array | None,
+    grad_eigenvectors: Array | None,
     /,
     *,
     method: str = "pi",
     num_iters: int = 19,
-    xp: Any = None,
-) -> Any:
+    xp: Namespace | None = None,
+) -> Array:
     r"""Gradient with respect to ``a`` of a loss of ``eig(a)`` (vector-Jacobian product).
 
     With ``method="pi"`` this is exactly the gradient of the paper's backward
@@ -98,7 +97,7 @@ def eig_vjp(
         xp = array_namespace(eigenvalues, eigenvectors, grad_eigenvalues, grad_eigenvectors)
     method = check_method(method)
     num_iters = check_num_iters(num_iters)
-    check_eigenpairs(eigenvalues, eigenvectors, xp)
+    check_eigenpairs(eigenvalues, eigenvectors, xp, allow_empty=True)
     if grad_eigenvalues is not None:
         check_like(grad_eigenvalues, "grad_eigenvalues", eigenvalues.shape, eigenvalues.dtype, xp)
     if grad_eigenvectors is not None:
@@ -120,15 +119,15 @@ def eig_vjp(
 
 
 def vjp_from_projected(
-    eigenvalues: Any,
-    eigenvectors: Any,
-    grad_eigenvalues: Any,
-    vt_grad_eigenvectors: Any,
+    eigenvalues: Array,
+    eigenvectors: Array,
+    grad_eigenvalues: Array | None,
+    vt_grad_eigenvectors: Array | None,
     *,
     method: str,
     num_iters: int,
-    xp: Any,
-) -> Any:
+    xp: Namespace,
+) -> Array:
     """:func:`eig_vjp` given ``Vᵀ ḡV`` instead of ``ḡV`` (arguments already checked).
 
     The whitening VJPs know ``Vᵀ ḡV`` more cheaply than ``ḡV`` itself.
@@ -153,15 +152,15 @@ def vjp_from_projected(
 
 
 def eig_jvp(
-    eigenvalues: Any,
-    eigenvectors: Any,
-    tangent_a: Any,
+    eigenvalues: Array,
+    eigenvectors: Array,
+    tangent_a: Array,
     /,
     *,
     method: str = "pi",
     num_iters: int = 19,
-    xp: Any = None,
-) -> tuple[Any, Any]:
+    xp: Namespace | None = None,
+) -> tuple[Array, Array]:
     """Forward-mode derivative of :func:`eig` (Jacobian-vector product).
 
     The exact transpose of :func:`eig_vjp` with the same ``method`` and
@@ -203,7 +202,7 @@ def eig_jvp(
         xp = array_namespace(eigenvalues, eigenvectors, tangent_a)
     method = check_method(method)
     num_iters = check_num_iters(num_iters)
-    check_eigenpairs(eigenvalues, eigenvectors, xp)
+    check_eigenpairs(eigenvalues, eigenvectors, xp, allow_empty=True)
     check_like(tangent_a, "tangent_a", eigenvectors.shape, eigenvectors.dtype, xp)
     v = eigenvectors
     projected = project_symmetric(v, tangent_a, xp)
@@ -215,23 +214,23 @@ def eig_jvp(
     return tangent_eigenvalues, tangent_eigenvectors
 
 
-def project_symmetric(eigenvectors: Any, x: Any, xp: Any) -> Any:
+def project_symmetric(eigenvectors: Array, x: Array, xp: Namespace) -> Array:
     """``Vᵀ sym(X) V``: only the symmetric part of a (co)tangent of a symmetric matrix matters."""
     sym = (x + xp.matrix_transpose(x)) * 0.5
     return xp.matrix_transpose(eigenvectors) @ sym @ eigenvectors
 
 
 def _coefficient_product(
-    eigenvalues: Any, b: Any, method: str, num_iters: int, *, symmetrize: bool, xp: Any
-) -> Any:
+    eigenvalues: Array, b: Array, method: str, num_iters: int, *, symmetrize: bool, xp: Namespace
+) -> Array:
     """``Aᵀ ∘ b`` (then ``(P + Pᵀ) / 2`` if ``symmetrize``), natively where a fast path exists."""
+    if eigenvalues.shape[-1] == 0:  # n = 0: nothing to compute (and no max over λ)
+        return xp.zeros_like(b)
     fast = native(xp, "coefficient_product")
     if fast is not None:
         product = fast(eigenvalues, b, method=method, num_iters=num_iters, symmetrize=symmetrize)
-        if product is not None:  # None: the provider declined this call
+        if product is not DECLINED:
             return product
-    a = coefficient_matrix(eigenvalues, method=method, num_iters=num_iters, xp=xp)
-    product = xp.matrix_transpose(a) * b
-    if symmetrize:
-        product = (product + xp.matrix_transpose(product)) * 0.5
-    return product
+    return coefficient_product(
+        eigenvalues, b, method=method, num_iters=num_iters, symmetrize=symmetrize, xp=xp
+    )

@@ -37,23 +37,29 @@ def check_floating(x: Any, name: str, xp: Any) -> None:
     raise TypeError(f"{name} must have a real floating dtype (float32 or float64), got {dtype}")
 
 
-def check_square(x: Any, name: str) -> int:
-    """Require shape (..., n, n) with n >= 1; return n."""
+def check_square(x: Any, name: str, *, allow_empty: bool = False) -> int:
+    """Require shape (..., n, n) with n >= 1 (n >= 0 if ``allow_empty``); return n.
+
+    ``eig`` and its derivatives accept ``n = 0`` and return empty results, as
+    ``torch.linalg.eigh`` and ``numpy.linalg.eigh`` do.
+    """
     shape = tuple(x.shape)
     if len(shape) < 2:
         raise ValueError(f"{name} must have shape (..., n, n), got {len(shape)}-d shape {shape}")
     if shape[-1] != shape[-2]:
         raise ValueError(f"{name} must be square in its last two dimensions, got shape {shape}")
-    if shape[-1] == 0:
+    if shape[-1] == 0 and not allow_empty:
         raise ValueError(f"{name} must have n >= 1, got shape {shape}")
     return shape[-1]
 
 
-def check_eigenpairs(eigenvalues: Any, eigenvectors: Any, xp: Any) -> int:
+def check_eigenpairs(
+    eigenvalues: Any, eigenvectors: Any, xp: Any, *, allow_empty: bool = False
+) -> int:
     """Check an (eigenvalues, eigenvectors) pair as returned by :func:`svdpi.eig`."""
     check_floating(eigenvalues, "eigenvalues", xp)
     check_floating(eigenvectors, "eigenvectors", xp)
-    n = check_square(eigenvectors, "eigenvectors")
+    n = check_square(eigenvectors, "eigenvectors", allow_empty=allow_empty)
     if tuple(eigenvalues.shape) != tuple(eigenvectors.shape[:-1]):
         raise ValueError(
             "eigenvalues must have shape eigenvectors.shape[:-1] = "
