@@ -145,6 +145,7 @@ def eig(a: Any, *, method: str = "pi", num_iters: int = 19) -> svdpi.EigResult:
     num_iters = check_num_iters(num_iters)
     a = jnp.asarray(a)
     check_floating(a, "a", jnp)
-    check_square(a, "a")
+    # n = 0 and empty batches give empty results, as in svdpi.eig and jnp.linalg.eigh.
+    check_square(a, "a", allow_empty=True)
     eigenvalues, eigenvectors = _eig(a, method, num_iters)
     return svdpi.EigResult(eigenvalues, eigenvectors)
