@@ -110,6 +110,10 @@ def test_float32_with_x64_off():
         assert v.dtype == jnp.float32
         g = jax.jit(jax.grad(lambda m: svdpi.jax.eig(m).eigenvectors[..., 0].sum()))(a)
         assert g.dtype == jnp.float32
+        forward = jax.jacfwd(lambda m: svdpi.jax.eig(m).eigenvectors)(a[0])
+        reverse = jax.jacrev(lambda m: svdpi.jax.eig(m).eigenvectors)(a[0])
+        assert forward.dtype == reverse.dtype == jnp.float32
+        assert_close(reverse, forward, rtol=1e-5)
     with jax.enable_x64(True):
         a64 = jnp.asarray(a, dtype=jnp.float64)
         w64, v64 = svdpi.jax.eig(a64)
