@@ -64,7 +64,7 @@ EigFunction = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 METHODS = ("eigh", "pi-only", "svd-pi", "exact")
 
 
-# --------------------------------------------------------------------------- the eigs and the exact whitening
+# ------------------------------------------------------------- the eigs, the exact whitening
 
 
 def eig_classical(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -462,3 +462,64 @@ def test_exact_in_float32_agrees_with_float64(xp, spectrum, f):
     single, double = results
     assert single.dtype == np.float32
     assert_close(single, double, rtol=2e-5)
+
+
+_COMPILE_SCRIPT = """
+import torch, svdpi
+
+w = torch.tensor([[2.0, 1.0, 1.0, 0.5], [3.0, 2.0, 0.25, -1e-3]], dtype=torch.float64)
+v = torch.eye(4, dtype=torch.float64).expand(2, 4, 4)
+g = torch.ones(2, 4, 4, dtype=torch.float64)
+mask = torch.tensor([[True, True, True, False]] * 2)
+
+
+def everything(w, v, g):
+    return (
+        svdpi.matrix_power(w, v, 0.3, mask=mask),
+        svdpi.matrix_power_vjp(w, v, -0.5, g, mask=mask, method="exact"),
+        svdpi.matrix_power_jvp(w, v, 0.5, g, method="exact"),
+        svdpi.matrix_log_vjp(w, v, g, method="exact"),
+        svdpi.pca_projector_vjp(w, v, g, n_components=1, method="exact"),
+    )
+
+
+compiled = torch.compile(everything, fullgraph=True, backend="aot_eager")(w, v, g)
+for got, expected in zip(compiled, everything(w, v, g), strict=True):
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
+    assert torch.isfinite(got).all()
+print("ok")
+"""
+
+
+def test_exact_derivatives_compile_with_fullgraph_in_a_fresh_process():
+    """No graph break in the exact path (a fresh process: nothing imported before)."""
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", _COMPILE_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("method", ["exact", "pi"])
+def test_meta_tensors(method):
+    """Shape propagation without data (deferred initialisation, model-size tools)."""
+    torch = pytest.importorskip("torch")
+    w = torch.empty(3, 4, device="meta")
+    v = g = torch.empty(3, 4, 4, device="meta")
+    mask = torch.empty(3, 4, dtype=torch.bool, device="meta")
+    results = [
+        svdpi.matrix_power(w, v, 0.5, mask=mask),
+        svdpi.matrix_power_vjp(w, v, -0.5, g, mask=mask, method=method),
+        svdpi.matrix_log_jvp(w, v, g, method=method),
+        svdpi.pca_projector_vjp(w, v, g, n_components=2, method=method),
+    ]
+    for result in results:
+        assert result.device.type == "meta"
+        assert tuple(result.shape) == (3, 4, 4)

@@ -19,10 +19,10 @@ Divided differences are evaluated without cancellation: with
 * log: ``L(r) / big``,
 
 where ``S(r, q) = (1 − r^q) / (1 − r)`` lies between ``min(q, 1)`` and
-``max(q, 1)`` and ``L(r) = log(r) / (r − 1)`` in ``(0, 1 / r]``. Both are
+``max(q, 1)`` and ``L(r) = log(r) / (r − 1)`` in ``[1, 1 / r]``. Both are
 formed from ``r − 1 = −|x − y| / big`` (no ``1 − r`` by subtraction) and an
-accurate ``log r`` (``log1p(r − 1)`` for ``r >= 1/2``, where ``r − 1`` is
-exact, ``log(small / big)`` below), then ``expm1``; at ``r = 1`` both
+accurate ``log r`` (``log1p(r − 1)`` for ``r >= 1/2``, where ``big − small``
+is exact, ``log(small / big)`` below), then ``expm1``; at ``r = 1`` both
 ``r − 1`` and ``log r`` are capped at ``−eps²`` as in
 :func:`svdpi._coefficients.geometric_sum`, which turns ``S`` into ``q`` and
 ``L`` into 1 with no ``0 / 0``. The ``p < 0`` form never raises ``r`` to a
@@ -113,11 +113,14 @@ class _Function:
         ratio_minus_one = -difference / big
         eps = xp.finfo(big.dtype).eps
         cap = xp.asarray(-(eps * eps), dtype=big.dtype, device=array_device(big))
-        # log r: log1p(r − 1) is exact for r >= 1/2 (r − 1 is exact there);
+        # An array, not a Python -0.5: array-api-compat's scalar promotion
+        # stops torch.compile(fullgraph=True).
+        half = xp.asarray(-0.5, dtype=big.dtype, device=array_device(big))
+        # log r: log1p(r − 1) for r >= 1/2 (big − small is exact there);
         # below, log(small / big) keeps the relative accuracy of a small r
         # that 1 + (r − 1) has lost. (log1p never sees −1.)
-        far = ratio_minus_one < -0.5
-        log_ratio = xp.where(far, xp.log(small / big), xp.log1p(xp.maximum(ratio_minus_one, -0.5)))
+        far = ratio_minus_one < half
+        log_ratio = xp.where(far, xp.log(small / big), xp.log1p(xp.maximum(ratio_minus_one, half)))
         log_ratio = xp.minimum(log_ratio, cap)
         denominator = xp.minimum(ratio_minus_one, cap)
         if self.kind == "log":
