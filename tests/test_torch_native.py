@@ -103,7 +103,7 @@ def test_cache_keeps_no_inference_tensor():
     assert _native._cached_patterns.cache_info().currsize == 1
     assert not any(
         t.is_inference()
-        for t in _native._cached_patterns(5, w.dtype, w.device, "pi", 19)
+        for t in _native._cached_patterns(5, w.dtype, w.device, "pi", 19, True)
         if isinstance(t, torch.Tensor)
     )
     hits = _native._cached_patterns.cache_info().hits

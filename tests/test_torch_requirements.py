@@ -157,3 +157,17 @@ def test_importing_svdpi_torch_on_an_older_torch_raises_import_error():
     assert result.returncode == 0, result.stderr
     assert "needs PyTorch >= 2.3" in result.stdout
     assert "pip install 'torch>=2.3'" in result.stdout
+
+
+def test_the_torch_extra_brings_numpy():
+    """pip install "svdpi[torch]" then the README's NumPy example: 0.1 had no NumPy there.
+
+    Without NumPy, the README's first snippet fails and every ``import torch``
+    warns "Failed to initialize NumPy".
+    """
+    metadata = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    (torch_extra,) = re.findall(r"^torch = \[(.*)\]$", metadata, flags=re.MULTILINE)
+    assert re.search(r'"numpy>=[\d.]+"', torch_extra), torch_extra
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert 'pip install "svdpi[torch]"' in readme
+    assert "import numpy as np" in readme

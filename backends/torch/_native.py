@@ -13,6 +13,8 @@ values in the same order, so the results are the core's bit for bit (the
 tests hold them to that); what differs:
 
 * the operations work in place where the core's expression allows;
+* the exact sum at ``r = 1`` is a ``masked_fill_`` instead of the core's
+  mask arithmetic (same bits, see below);
 * the patterns, and the scalar constants as 0-d tensors, are cached per
   shape for ``n <= CACHE_MAX_N``;
 * no validation: the core has checked the arguments before asking.
@@ -24,8 +26,10 @@ operations cannot be differentiated, and nothing traced by ``torch.compile``
 or a ``torch.func`` transform may reach the cache.
 
 Measured against the generic path (``svdpi.eig_vjp``, float32, one CPU
-thread): 1.9x faster at 16 × 4 × 4, 1.8x at 64 × 64, 1.2x at 4 × 128 × 128,
-1.4x at 512 × 512.
+thread) with svdpi 0.1's coefficient formula: 1.9x faster at 16 × 4 × 4,
+1.8x at 64 × 64, 1.2x at 4 × 128 × 128, 1.4x at 512 × 512. The exact
+symmetrised form of 0.2 (see :func:`svdpi._coefficients.coefficient_product`)
+adds about five elementwise passes and one strided read to both paths.
 """
 
 from __future__ import annotations
@@ -49,22 +53,22 @@ CACHE_MAX_N = 256
 class _Patterns(NamedTuple):
     """What :func:`coefficient_product` needs besides the eigenvalues, per shape and method.
 
-    The masks are those of :func:`svdpi._coefficients.coefficient_parts`. The
-    numbers are 0-d tensors because an operation with a Python scalar costs
-    about twice one with a tensor on small inputs.
+    The masks of :func:`svdpi._coefficients.coefficient_product`, halved as
+    there when symmetrising. The numbers are 0-d tensors because an
+    operation with a Python scalar costs about twice one with a tensor on
+    small inputs.
     """
 
-    sign: torch.Tensor  # +1 above the diagonal, -1 below; the off-diagonal mask for "analytic"
-    lower: torch.Tensor  # strictly lower triangular mask; 1 on the diagonal for "analytic"
+    sign: torch.Tensor  # U − L ("analytic": U + L), halved when symmetrising
+    lower: torch.Tensor  # L, halved when symmetrising ("analytic": 1 − (U + L))
     terms: torch.Tensor  # T ("pi") or K + 1 ("taylor")
     floor_scale: torch.Tensor  # n · eps
     floor_least: torch.Tensor  # smallest_normal / eps
     one: torch.Tensor
-    half: torch.Tensor
 
 
 def _build_patterns(
-    n: int, dtype: torch.dtype, device: torch.device, method: str, num_iters: int
+    n: int, dtype: torch.dtype, device: torch.device, method: str, num_iters: int, symmetrize: bool
 ) -> _Patterns:
     finfo = torch.finfo(dtype)
 
@@ -75,10 +79,14 @@ def _build_patterns(
     lower = torch.ones((n, n), dtype=dtype, device=device).tril_(-1)
     upper = torch.ones((n, n), dtype=dtype, device=device).triu_(1)
     if method == "analytic":
-        sign = upper + lower  # svdpi._coefficients' off_diagonal, and 1 − off_diagonal
+        sign = upper + lower
         lower = 1.0 - sign
     else:
         sign = upper - lower
+        if symmetrize:
+            lower = lower * 0.5
+    if symmetrize:
+        sign = sign * 0.5
     return _Patterns(
         sign,
         lower,
@@ -86,20 +94,21 @@ def _build_patterns(
         scalar(n * finfo.eps),
         scalar(finfo.smallest_normal / finfo.eps),
         scalar(1.0),
-        scalar(0.5),
     )
 
 
 _cached_patterns = functools.lru_cache(maxsize=32)(_build_patterns)
 
 
-def _patterns(eigenvalues: torch.Tensor, method: str, num_iters: int) -> _Patterns:
+def _patterns(
+    eigenvalues: torch.Tensor, method: str, num_iters: int, symmetrize: bool
+) -> _Patterns:
     key = (eigenvalues.shape[-1], eigenvalues.dtype, eigenvalues.device, method, num_iters)
     if key[0] > CACHE_MAX_N:
-        return _build_patterns(*key)
+        return _build_patterns(*key, symmetrize)
     # Keep no inference tensor: later callers may be outside inference mode.
     with torch.inference_mode(False) if torch.is_inference_mode_enabled() else nullcontext():
-        return _cached_patterns(*key)
+        return _cached_patterns(*key, symmetrize)
 
 
 def _plain_eager_untracked(*tensors: torch.Tensor) -> bool:
@@ -129,15 +138,17 @@ def coefficient_product(
     """
     if not _plain_eager_untracked(eigenvalues, b):
         return DECLINED
-    patterns = _patterns(eigenvalues, method, num_iters)
+    patterns = _patterns(eigenvalues, method, num_iters, symmetrize)
     # svdpi._coefficients.coefficient_parts and coefficient_product, operation
     # for operation, in place wherever the core's expression allows: each n × n
     # temporary not allocated saves its page faults too (glibc returns large
     # blocks to the system; about 0.2 ms per MiB on the reference machine).
-    extra = None
+    # In place only where the result has the coefficients' shape (b may broadcast them).
+    in_place = b.shape == (*eigenvalues.shape, eigenvalues.shape[-1])
+    power = big = None
     if method == "analytic":
         difference = torch.sub(eigenvalues.unsqueeze(-1), eigenvalues.unsqueeze(-2))
-        antisymmetric = torch.div(patterns.sign, difference.add_(patterns.lower))
+        signed = torch.div(patterns.sign, difference.add_(patterns.lower))
     else:
         scale = eigenvalues.abs().amax(dim=-1, keepdim=True)
         floor = scale.mul_(patterns.floor_scale).clamp_min_(patterns.floor_least)
@@ -151,26 +162,26 @@ def coefficient_product(
         # expm1 ran 7x slower (2.2 ms at 512 x 512) until the process had once
         # evaluated one of them at -0.0.
         power_minus_one = torch.log1p(ratio_minus_one).mul_(patterns.terms).expm1_()
-        equal = torch.eq(ratio_minus_one, 0).to(eigenvalues.dtype)
-        series = torch.div(power_minus_one, ratio_minus_one.sub_(equal))
-        series.add_(equal.mul_(patterns.terms))
-        antisymmetric = series.mul_(patterns.sign).div_(big)
+        # The core's  pm1 / (r − 1 − equal) + equal · terms  is pm1 / (r − 1) where
+        # r ≠ 1 (adding 0 changes no bits) and exactly `terms` where r = 1: the
+        # same bits in two passes fewer. The 0/0 overwritten is harmless here,
+        # where nothing is differentiated.
+        signed = torch.div(power_minus_one, ratio_minus_one)
+        signed.masked_fill_(ratio_minus_one == 0, patterns.terms).mul_(patterns.sign)
         if method == "pi":
-            extra = power_minus_one.add_(patterns.one).div_(big)
-    # In place only where the result has the coefficients' shape (b may broadcast them).
-    in_place = antisymmetric.shape == b.shape
+            power = power_minus_one.add_(patterns.one)
     if symmetrize:
         difference = torch.sub(b.mT, b)
-        product = antisymmetric.mul_(difference) if in_place else antisymmetric * difference
-        if extra is not None:
-            below = torch.mul(patterns.lower, b)
-            mirrored = torch.add(below, below.mT)
-            product.add_(extra.mul_(mirrored) if in_place else extra * mirrored)
-        return product.mul_(patterns.half)
-    if extra is None:
-        transposed = antisymmetric.neg_()
-    else:
-        transposed = torch.mul(patterns.lower, extra).sub_(antisymmetric)
+        numerator = signed.mul_(difference) if in_place else signed * difference
+        if power is not None:
+            x = power.mul_(patterns.lower)
+            x = x.mul_(b) if in_place else x * b
+            numerator.add_(x).add_(x.mT)
+        return numerator if big is None else numerator.div_(big)
+    # Aᵀ = (L ∘ E − N) / big
+    transposed = signed.neg_() if power is None else torch.mul(patterns.lower, power).sub_(signed)
+    if big is not None:
+        transposed.div_(big)
     return transposed.mul_(b) if in_place else transposed * b
 
 

@@ -83,37 +83,36 @@ def triangles(n: int, dtype: Any, device: Any, xp: Namespace) -> tuple[Array, Ar
 
 
 class CoefficientParts(NamedTuple):
-    """``A = antisymmetric + upper ∘ extra`` (see :func:`coefficient_parts`)."""
+    """``A = (signed + U ∘ power) / big`` (see :func:`coefficient_parts`)."""
 
-    antisymmetric: Array
-    extra: Array | None
+    signed: Array
+    power: Array | None
+    big: Array | None
 
 
 def coefficient_parts(
-    eigenvalues: Array, *, method: str, num_iters: int, xp: Namespace
+    eigenvalues: Array, sign: Array, *, method: str, num_iters: int, xp: Namespace
 ) -> CoefficientParts:
-    """The matrix ``A`` of the module docstring as an antisymmetric matrix plus a symmetric one.
+    """The matrix ``A`` of the module docstring as ``(signed + U ∘ power) / big``.
 
-    ``A = antisymmetric + upper ∘ extra``, where ``upper`` is the strictly
-    upper triangular mask. ``"taylor"`` and ``"analytic"`` are antisymmetric
-    (``extra`` is ``None``). For ``"pi"`` the sum above the diagonal has one
-    term more than the one below: ``antisymmetric = ±S_{T-1}(r) / big`` and
-    ``extra = r^T / big``. Keeping the two apart is what makes the
-    symmetrised product exact for any ``T`` (see
-    :func:`coefficient_product`): forming ``S_T − S_{T-1}`` from the two sums
-    would leave nothing of ``r^T`` once ``T`` reaches ``1 / eps``.
+    ``U`` is the strictly upper triangular mask and ``sign`` is ``U − Uᵀ``
+    (any multiple of it, for :func:`coefficient_product`'s halving), so
+    ``signed = sign ∘ S`` is antisymmetric and ``power`` symmetric.
+    ``"taylor"``: ``S = S_K(r)`` on both sides and no ``power``. ``"pi"``:
+    the sum above the diagonal has one term more than the one below, so
+    ``S = S_{T-1}(r)`` and ``power = r^T``. Keeping the two apart is what
+    makes the symmetrised product exact for any ``T``: forming
+    ``S_T − S_{T-1}`` from the two sums would leave nothing of ``r^T`` once
+    ``T`` reaches ``1 / eps``. ``"analytic"``: ``signed = sign / (λ_j − λ_m)``
+    (``sign`` the off-diagonal mask here), no ``power`` and no ``big``.
     ``eigenvalues`` must be sorted descending, as :func:`svdpi.eig` returns them.
     """
-    dtype = eigenvalues.dtype
-    n = eigenvalues.shape[-1]
-    upper, lower = triangles(n, dtype, array_device(eigenvalues), xp)
-    sign = upper - lower  # +1 above (λ_j the larger), -1 below, 0 on the diagonal
-
     if method == "analytic":
         difference = eigenvalues[..., :, None] - eigenvalues[..., None, :]
-        off_diagonal = upper + lower
+        n = eigenvalues.shape[-1]
+        upper, lower = triangles(n, eigenvalues.dtype, array_device(eigenvalues), xp)
         # Adding 1 on the diagonal keeps 0/0 out of it; the numerator zeroes it.
-        return CoefficientParts(off_diagonal / (difference + (1.0 - off_diagonal)), None)
+        return CoefficientParts(sign / (difference + (1.0 - (upper + lower))), None, None)
 
     lam = clamp_eigenvalues(eigenvalues, xp)
     lam_j = lam[..., :, None]
@@ -125,9 +124,8 @@ def coefficient_parts(
     # module docstring); "taylor": powers 0..K on both sides.
     terms = float(num_iters) if method == "pi" else float(num_iters + 1)
     series, power_minus_one = geometric_sum(ratio_minus_one, terms, xp)
-    antisymmetric = sign * series / big
-    extra = (power_minus_one + 1.0) / big if method == "pi" else None
-    return CoefficientParts(antisymmetric, extra)
+    power = power_minus_one + 1.0 if method == "pi" else None
+    return CoefficientParts(sign * series, power, big)
 
 
 def coefficient_matrix(eigenvalues: Array, *, method: str, num_iters: int, xp: Namespace) -> Array:
@@ -135,13 +133,16 @@ def coefficient_matrix(eigenvalues: Array, *, method: str, num_iters: int, xp: N
 
     ``eigenvalues`` must be sorted descending, as :func:`svdpi.eig` returns them.
     """
-    antisymmetric, extra = coefficient_parts(
-        eigenvalues, method=method, num_iters=num_iters, xp=xp
+    upper, lower = triangles(
+        eigenvalues.shape[-1], eigenvalues.dtype, array_device(eigenvalues), xp
     )
-    if extra is None:
-        return antisymmetric
-    upper, _ = triangles(eigenvalues.shape[-1], eigenvalues.dtype, array_device(eigenvalues), xp)
-    return antisymmetric + upper * extra
+    sign = upper + lower if method == "analytic" else upper - lower
+    signed, power, big = coefficient_parts(
+        eigenvalues, sign, method=method, num_iters=num_iters, xp=xp
+    )
+    if big is None:
+        return signed
+    return (signed if power is None else signed + upper * power) / big
 
 
 def coefficient_product(
@@ -155,25 +156,32 @@ def coefficient_product(
 ) -> Array:
     """``P = Aᵀ ∘ b``, or ``(P + Pᵀ) / 2`` if ``symmetrize``: the generic code of the native step.
 
-    With ``A = N + U ∘ E`` (``N`` antisymmetric, ``E`` symmetric, ``U``/``L``
-    the strictly upper/lower masks; :func:`coefficient_parts`)::
+    With ``A = (N + U ∘ E) / big`` (:func:`coefficient_parts`: ``N``
+    antisymmetric, ``E`` symmetric, ``U`` / ``L`` the strictly upper / lower
+    masks)::
 
-        Aᵀ ∘ b          = (L ∘ E − N) ∘ b
-        (P + Pᵀ) / 2    = (N ∘ (bᵀ − b) + E ∘ (L∘b + (L∘b)ᵀ)) / 2
+        Aᵀ ∘ b          = (L ∘ E − N) / big ∘ b
+        (P + Pᵀ) / 2    = (N/2 ∘ (bᵀ − b) + X + Xᵀ) / big,   X = E ∘ L/2 ∘ b
 
     The second form never subtracts one coefficient from another: for equal
     eigenvalues and a huge ``num_iters`` it keeps the ``r^T`` term that
-    ``A_mj b_jm + A_jm b_mj`` would lose to cancellation.
+    ``A_mj b_jm + A_jm b_mj`` would lose to cancellation. The halving is
+    applied to the masks, where it is exact and costs nothing.
     """
-    antisymmetric, extra = coefficient_parts(
-        eigenvalues, method=method, num_iters=num_iters, xp=xp
+    upper, lower = triangles(
+        eigenvalues.shape[-1], eigenvalues.dtype, array_device(eigenvalues), xp
     )
-    _, lower = triangles(eigenvalues.shape[-1], eigenvalues.dtype, array_device(eigenvalues), xp)
+    sign = upper + lower if method == "analytic" else upper - lower
     if symmetrize:
-        product = antisymmetric * (xp.matrix_transpose(b) - b)
-        if extra is not None:
-            below = lower * b
-            product = product + extra * (below + xp.matrix_transpose(below))
-        return product * 0.5
-    transposed = -antisymmetric if extra is None else lower * extra - antisymmetric
-    return transposed * b
+        sign = sign * 0.5
+    signed, power, big = coefficient_parts(
+        eigenvalues, sign, method=method, num_iters=num_iters, xp=xp
+    )
+    if symmetrize:
+        numerator = signed * (xp.matrix_transpose(b) - b)
+        if power is not None:
+            x = power * (lower * 0.5) * b
+            numerator = numerator + x + xp.matrix_transpose(x)
+        return numerator if big is None else numerator / big
+    transposed = -signed if power is None else lower * power - signed
+    return (transposed if big is None else transposed / big) * b

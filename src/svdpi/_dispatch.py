@@ -23,7 +23,12 @@ steps, not the adapters:
 :func:`native` reads only Python dicts once the provider is loaded, so it
 can be traced (``torch.compile(fullgraph=True)``): loading happens at the
 adapter's import, or at the first eager call for that library, never in the
-middle of a traced call whose adapter was imported.
+middle of a traced call whose adapter was imported. (A function that calls
+the core on torch tensors and is compiled with ``fullgraph=True`` before
+any eager call, in a process that never imported ``svdpi.torch``, stops at
+the entry-point lookup, which dynamo does not trace: import ``svdpi.torch``
+first. Importing adapters from ``import svdpi`` instead would make every
+``import svdpi`` pay for them.)
 
 Every step must give the generic code's result to round-off.
 """
