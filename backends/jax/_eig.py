@@ -16,20 +16,21 @@ _NO_SECOND_ORDER = (
     "derivative again (jax.hessian, jacfwd(jacrev(...)), grad(grad(...))) is not "
     "supported. The derivative rule is a formula in the eigenpairs whose own "
     "derivative svdpi does not define, and differentiating the formula would be wrong "
-    "at repeated eigenvalues."
+    "at repeated eigenvalues.{hint}"
 )
 
 
 @functools.cache
-def first_order_only(name: str, method: str) -> Any:
+def first_order_only(name: str, method: str, hint: str = "") -> Any:
     """The identity, with a JVP rule that raises: marks values a derivative must not reach.
 
     The eigenpairs that a JVP rule passes to the core's JVP go through it.
     In a first derivative they are constants of the linear tangent map, and
     JAX never differentiates them; only a second derivative (a JVP of the
     rule itself) reaches this rule, and gets a clear error instead of the
-    derivative of the formula. Cached: one function per ``(name, method)``,
-    not a new one (new to JAX's tracing caches) per call.
+    derivative of the formula (``hint`` ends the message). Cached: one
+    function per argument tuple, not a new one (new to JAX's tracing caches)
+    per call.
     """
 
     @jax.custom_jvp
@@ -38,7 +39,7 @@ def first_order_only(name: str, method: str) -> Any:
 
     @identity.defjvp
     def _raise(primals, tangents):
-        raise NotImplementedError(_NO_SECOND_ORDER.format(name=name, method=method))
+        raise NotImplementedError(_NO_SECOND_ORDER.format(name=name, method=method, hint=hint))
 
     return identity
 
@@ -60,7 +61,9 @@ def _eig_jvp_rule(method, num_iters, primals, tangents):
         # The "analytic" coefficients 1 / (λ_i − λ_j) are differentiated
         # correctly by JAX (the exact second derivative of eigh, where it
         # exists); the series are not, so their second derivatives raise.
-        guard = first_order_only("svdpi.jax.eig", method)
+        guard = first_order_only(
+            "svdpi.jax.eig", method, " method='analytic' has second derivatives."
+        )
         w, v = guard(w), guard(v)
     tangent_w, tangent_v = svdpi.eig_jvp(
         w, v, tangent_a, method=method, num_iters=num_iters, xp=jnp

@@ -79,7 +79,7 @@ def _matrix_function_jvp(spec, primals, tangents):
     eigenvalues, eigenvectors, mask = _eigenpairs_and_mask(a, mask, spec)
     value = _forward(eigenvalues, eigenvectors, mask, spec)
     # Differentiable once, for every method (see first_order_only).
-    guard = first_order_only("svdpi.jax matrix functions", spec.method)
+    guard = first_order_only(f"svdpi.jax.matrix_{spec.kind}", spec.method)
     w, v = guard(eigenvalues), guard(eigenvectors)
     options = {"mask": mask, "method": spec.method, "num_iters": spec.num_iters, "xp": jnp}
     if spec.kind == "log":
