@@ -16,7 +16,7 @@ MODULE_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(TORCH_SPEC)
-	$(PY) -m pip install -e ".[numpy,test,docs,examples]"
+	$(PY) -m pip install -e ".[numpy,jax,test,docs,examples]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -54,6 +54,7 @@ format: venv
 
 bench: venv
 	$(PY) benchmarks/bench_eig.py
+	$(PY) benchmarks/bench_eig_jax.py
 
 clean:
 	rm -rf $(VENV) build dist docs/_build src/*.egg-info

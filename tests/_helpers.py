@@ -11,7 +11,9 @@ def to_numpy(x):
         return x.get()
     if type(x).__module__.startswith("torch"):
         return x.detach().cpu().numpy()
-    return np.ascontiguousarray(np.asarray(x))
+    # A copy where the buffer is read-only (JAX's), so torch.from_numpy accepts it.
+    x = np.ascontiguousarray(np.asarray(x))
+    return x if x.flags.writeable else x.copy()
 
 
 def from_numpy(xp, a, dtype=None):

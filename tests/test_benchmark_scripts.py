@@ -289,3 +289,27 @@ def test_sqrtm_benchmark_quick_mode(tmp_path):
     assert errors["svdpi exact"] < 1e-4
     assert errors["eigh autograd"] < 1e-4
     assert errors["Newton–Schulz"] > 1e-3  # 5 steps do not converge on these spectra
+
+
+def test_jax_eig_benchmark_quick_mode(tmp_path):
+    """benchmarks/bench_eig_jax.py --quick: a row per shape with two positive ratios.
+
+    In a subprocess: the script sets XLA's thread flags before JAX starts.
+    """
+    pytest.importorskip("jax")
+    output = tmp_path / "jax.md"
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_eig_jax.py"), "--quick", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    text = output.read_text()
+    assert "one XLA thread" in text
+    rows = [line for line in text.splitlines() if line.startswith(("| 16 × 4", "| 8 × 8"))]
+    assert len(rows) == 2, text
+    for row in rows:
+        ratios = [float(cell) for cell in row.strip("|").split("|")[-2:]]
+        assert all(ratio > 0 for ratio in ratios), row

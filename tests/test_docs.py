@@ -274,10 +274,13 @@ def _public_names(module_name: str) -> list[str]:
     return [f"{module_name}.{name}" for name in module.__all__]
 
 
-@pytest.mark.parametrize("qualified", [*_public_names("svdpi"), *_public_names("svdpi.torch")])
+@pytest.mark.parametrize(
+    "qualified",
+    [*_public_names("svdpi"), *_public_names("svdpi.torch"), *_public_names("svdpi.jax")],
+)
 def test_every_public_name_is_on_an_api_page(qualified):
     module, name = qualified.rsplit(".", 1)
-    page = {"svdpi": "svdpi.rst", "svdpi.torch": "torch.rst"}[module]
+    page = {"svdpi": "svdpi.rst", "svdpi.torch": "torch.rst", "svdpi.jax": "jax.rst"}[module]
     text = (DOCS / "api" / page).read_text(encoding="utf-8")
     assert re.search(rf"^\s+{re.escape(name)}\s*$", text, flags=re.MULTILINE), (
         f"{qualified} is missing from docs/api/{page}"

@@ -1,7 +1,7 @@
 """The examples in the docstrings of the installed package run and give what they show.
 
-Every docstring example of the public modules (the core and ``svdpi.torch``;
-``svdpi.cupy`` where CuPy and a GPU are available) is one test, run with the
+Every docstring example of the public modules (the core, ``svdpi.torch`` and
+``svdpi.jax``; ``svdpi.cupy`` where CuPy and a GPU are available) is one test, run with the
 standard library's :mod:`doctest` on the *installed* modules, so no source
 folder goes on ``sys.path``. The CuPy solver policy is pure Python: its
 examples run everywhere, from the installed file loaded on its own.
@@ -52,9 +52,11 @@ def _cupy_solver_policy():
 
 def _public_modules() -> list:
     modules = [m for m in _modules("svdpi") if m.__name__.count(".") == 1 or m is svdpi]
-    modules = [m for m in modules if m.__name__ not in ("svdpi.torch", "svdpi.cupy")]
+    modules = [m for m in modules if m.__name__ not in ("svdpi.torch", "svdpi.cupy", "svdpi.jax")]
     with contextlib.suppress(ImportError):  # PyTorch not installed
         modules += _modules("svdpi.torch")
+    with contextlib.suppress(ImportError):  # JAX not installed
+        modules += _modules("svdpi.jax")
     if _cuda_available():
         modules += _modules("svdpi.cupy")
     else:
@@ -83,7 +85,13 @@ DOCTESTS = _doctests()
 def test_docstring_example(test):
     runner = doctest.DocTestRunner(optionflags=FLAGS)
     output = []
-    result = runner.run(test, out=output.append, clear_globs=True)
+    with contextlib.ExitStack() as stack:
+        if test.name.startswith("svdpi.jax"):
+            # svdpi.jax's examples show JAX's default float32, whatever ran before.
+            import jax
+
+            stack.enter_context(jax.enable_x64(False))
+        result = runner.run(test, out=output.append, clear_globs=True)
     assert result.failed == 0, "".join(output)
 
 
@@ -95,6 +103,8 @@ def _all_public() -> list[tuple[str, object]]:
     found = _public_callables(svdpi)
     with contextlib.suppress(ImportError):  # PyTorch not installed
         found += _public_callables(importlib.import_module("svdpi.torch"))
+    with contextlib.suppress(ImportError):  # JAX not installed
+        found += _public_callables(importlib.import_module("svdpi.jax"))
     # Result types (EigResult, a NamedTuple) document fields, not usage.
     return [(n, o) for n, o in found if not (isinstance(o, type) and issubclass(o, tuple))]
 

@@ -90,6 +90,7 @@ def test_wheel_installs_into_a_fresh_venv(tmp_path):
         "svdpi/py.typed",  # PEP 561: the annotations are meant to be used
         "svdpi/torch/__init__.py",
         "svdpi/cupy/__init__.py",
+        "svdpi/jax/__init__.py",
     ):
         assert expected in names
     import svdpi
@@ -128,6 +129,14 @@ def test_wheel_installs_into_a_fresh_venv(tmp_path):
         "    import svdpi.cupy\n"
         "except ImportError as error:\n"
         "    assert 'CuPy' in str(error)\n"
+        "try:\n"
+        "    import jax.numpy as jnp\n"
+        "except ImportError:\n"
+        "    pass\n"
+        "else:\n"
+        "    import svdpi.jax\n"
+        "    assert svdpi.jax.__file__.startswith(svdpi.__file__.rsplit('__init__', 1)[0])\n"
+        "    assert float(svdpi.jax.eig(jnp.eye(2)).eigenvalues[0]) == 1.0\n"
     )
     result = _run([str(python), "-c", code], cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,40 @@
+"""JAX adapter: svdpi's eigendecomposition with JAX derivatives, and whitening for JAX models.
+
+:func:`eig` returns exact eigenpairs whose derivative is the core's
+power-iteration rule (a ``jax.custom_jvp`` around :func:`svdpi.eig_jvp`;
+reverse mode is JAX's transposition of it, equal to :func:`svdpi.eig_vjp`),
+under ``jit``, ``vmap``, ``grad``, ``jacfwd`` and ``jacrev``.
+:func:`matrix_power`, :func:`matrix_log`, :func:`zca_whitening_matrix` and
+:func:`pca_projector` are matrix functions of a symmetric matrix with the
+core's derivatives (``method="exact"`` included); :func:`zca_whitening` is
+the paper's grouped ZCA-whitening step as a pure function for Flax or
+Equinox models, and :func:`whiten` applies running statistics in evaluation.
+:func:`svdpi.truncation_mask` works on JAX arrays as it is.
+
+Requires JAX (``pip install 'svdpi[jax]'``). Importing :mod:`svdpi` or
+:mod:`svdpi.torch` never imports JAX.
+"""
+
+try:
+    import jax  # noqa: F401
+except ImportError as error:
+    raise ImportError(
+        "svdpi.jax needs JAX, which is not installed (or failed to import: "
+        f"{error}). Install it with pip install 'svdpi[jax]' or pip install jax. "
+        "The core, svdpi.eig / svdpi.eig_vjp, works without it on NumPy and PyTorch arrays."
+    ) from error
+
+from ._eig import eig
+from ._matrix_functions import matrix_log, matrix_power, pca_projector, zca_whitening_matrix
+from ._whitening import WhiteningStats, whiten, zca_whitening
+
+__all__ = [
+    "WhiteningStats",
+    "eig",
+    "matrix_log",
+    "matrix_power",
+    "pca_projector",
+    "whiten",
+    "zca_whitening",
+    "zca_whitening_matrix",
+]
