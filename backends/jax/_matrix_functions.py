@@ -133,6 +133,7 @@ def matrix_power(
     Returns
     -------
     jax.Array, shape (..., n, n)
+        ``a^p``, symmetric.
 
     Notes
     -----
@@ -177,6 +178,7 @@ def matrix_log(a: Any, /, *, mask: Any = None, method: str = "pi", num_iters: in
     Returns
     -------
     jax.Array, shape (..., n, n)
+        ``log a``, symmetric.
 
     Notes
     -----
@@ -221,6 +223,7 @@ def zca_whitening_matrix(
     Returns
     -------
     jax.Array, shape (..., n, n)
+        The whitening matrix ``a^{-1/2}`` on the kept eigenpairs, symmetric.
 
     Notes
     -----
@@ -271,6 +274,7 @@ def pca_projector(
     Returns
     -------
     jax.Array, shape (..., n, n)
+        The projector ``V_k V_kᵀ`` on the kept eigenvectors, symmetric.
 
     Notes
     -----

@@ -143,6 +143,7 @@ def whiten(x: Any, stats: WhiteningStats) -> Any:
     Returns
     -------
     jax.Array, shape of ``x``
+        ``W (x − mean)`` for each group of channels.
 
     Examples
     --------
