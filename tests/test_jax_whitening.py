@@ -175,6 +175,22 @@ def test_matrix_function_bad_arguments(call, error, match):
         call(jnp.eye(3))
 
 
+@pytest.mark.parametrize(
+    "function",
+    [
+        lambda a: svdpi.jax.matrix_power(a, -0.5, method="exact"),
+        lambda a: svdpi.jax.matrix_log(a),
+        lambda a: svdpi.jax.zca_whitening_matrix(a, method="pi"),
+        lambda a: svdpi.jax.pca_projector(a),
+    ],
+)
+def test_matrix_functions_of_n_zero_matrices_are_empty(function):
+    # As svdpi.jax.eig and jnp.linalg.eigh: n = 0 gives empty results and gradients.
+    a = jnp.zeros((2, 0, 0))
+    assert function(a).shape == (2, 0, 0)
+    assert jax.grad(lambda m: function(m).sum())(a).shape == (2, 0, 0)
+
+
 # -- the functional ZCA step ---------------------------------------------------------------
 
 

@@ -348,6 +348,26 @@ def test_empty_batch(xp):
     assert tuple(svdpi.matrix_log(w, v).shape) == (0, 3, 3)
 
 
+@pytest.mark.parametrize("shape", [(0,), (2, 0)])
+def test_n_zero_gives_empty_results(xp, shape):
+    # Like eig and eigh-based code: n = 0 matrices are valid and give empty results.
+    w = from_numpy(xp, np.zeros(shape))
+    v = a = from_numpy(xp, np.zeros((*shape, 0)))
+    for method in MATRIX_FUNCTION_METHODS:
+        results = [
+            svdpi.matrix_power_vjp(w, v, -0.5, a, method=method),
+            svdpi.matrix_log_jvp(w, v, a, method=method),
+            svdpi.zca_whitening_matrix_vjp(w, v, a, method=method),
+            svdpi.pca_projector_vjp(w, v, a, method=method),
+        ]
+        for result in results:
+            assert tuple(result.shape) == (*shape, 0)
+    assert tuple(svdpi.matrix_power(w, v, 2.0).shape) == (*shape, 0)
+    assert tuple(svdpi.matrix_log(w, v).shape) == (*shape, 0)
+    assert tuple(svdpi.zca_whitening_matrix(w, v).shape) == (*shape, 0)
+    assert tuple(svdpi.pca_projector(v).shape) == (*shape, 0)
+
+
 def test_methods_list():
     assert MATRIX_FUNCTION_METHODS == ("pi", "taylor", "analytic", "exact")
 

@@ -136,7 +136,7 @@ class _Function:
 def _check_common(eigenvalues, eigenvectors, mask, method, num_iters, xp):
     method = check_method(method, MATRIX_FUNCTION_METHODS)
     num_iters = check_num_iters(num_iters)
-    check_eigenpairs(eigenvalues, eigenvectors, xp)
+    check_eigenpairs(eigenvalues, eigenvectors, xp, allow_empty=True)
     if mask is not None:
         check_mask(mask, tuple(eigenvalues.shape), xp)
     return method, num_iters
@@ -159,9 +159,13 @@ def _apply(eigenvectors: Any, weights: Any, xp: Any) -> Any:
 
 
 def _forward(function, eigenvalues, eigenvectors, mask, xp):
-    check_eigenpairs(eigenvalues, eigenvectors, xp)
+    check_eigenpairs(eigenvalues, eigenvectors, xp, allow_empty=True)
     if mask is not None:
         check_mask(mask, tuple(eigenvalues.shape), xp)
+    if eigenvectors.shape[-1] == 0:
+        # n = 0: an empty result, like eigh-based code (the floor would take
+        # a maximum over no eigenvalues).
+        return xp.zeros_like(eigenvectors)
     _, _, phi = _spectrum(function, eigenvalues, mask, xp)
     return _apply(eigenvectors, phi, xp)
 
@@ -271,9 +275,10 @@ def function_vjp(
 ):
     """VJP of ``V diag(φ) Vᵀ`` (``φ = mask · f(clamped λ)``); ``grad=None`` means zero."""
     method, num_iters = _check_common(eigenvalues, eigenvectors, mask, method, num_iters, xp)
-    if grad is None:
+    if grad is not None:
+        check_like(grad, grad_name, eigenvectors.shape, eigenvectors.dtype, xp)
+    if grad is None or eigenvectors.shape[-1] == 0:  # a zero cotangent, or n = 0
         return xp.zeros_like(eigenvectors)
-    check_like(grad, grad_name, eigenvectors.shape, eigenvectors.dtype, xp)
     clamped, live, phi = _spectrum(function, eigenvalues, mask, xp)
     if method == "exact":
         kernel = _exact_kernel(function, eigenvalues, clamped, live, phi, mask, xp)
@@ -302,6 +307,8 @@ def function_jvp(
     """JVP of ``V diag(φ) Vᵀ``, the exact transpose of :func:`function_vjp`."""
     method, num_iters = _check_common(eigenvalues, eigenvectors, mask, method, num_iters, xp)
     check_like(tangent, tangent_name, eigenvectors.shape, eigenvectors.dtype, xp)
+    if eigenvectors.shape[-1] == 0:
+        return xp.zeros_like(eigenvectors)
     clamped, live, phi = _spectrum(function, eigenvalues, mask, xp)
     if method == "exact":
         kernel = _exact_kernel(function, eigenvalues, clamped, live, phi, mask, xp)

@@ -305,11 +305,12 @@ def pca_projector_vjp(
         xp = array_namespace(eigenvalues, eigenvectors, grad_projector)
     method = check_method(method, MATRIX_FUNCTION_METHODS)
     num_iters = check_num_iters(num_iters)
-    check_eigenpairs(eigenvalues, eigenvectors, xp)
+    check_eigenpairs(eigenvalues, eigenvectors, xp, allow_empty=True)
     weights = _projector_weights(eigenvectors, n_components, mask, xp)
-    if grad_projector is None:
+    if grad_projector is not None:
+        check_like(grad_projector, "grad_projector", eigenvectors.shape, eigenvectors.dtype, xp)
+    if grad_projector is None or eigenvectors.shape[-1] == 0:  # a zero cotangent, or n = 0
         return xp.zeros_like(eigenvectors)
-    check_like(grad_projector, "grad_projector", eigenvectors.shape, eigenvectors.dtype, xp)
     projected = project_symmetric(eigenvectors, grad_projector, xp)
     if method == "exact":
         kernel = masked_kernel(eigenvalues, weights, weights > 0, xp.zeros_like(projected), xp)
