@@ -113,3 +113,38 @@ def test_whitening_arguments_are_checked(pair):
         svdpi.truncation_mask(w, max_energy=1.5)
     with pytest.raises(ValueError, match="energy_rule must be"):
         svdpi.truncation_mask(w, max_energy=0.5, energy_rule="paper")
+
+
+def _truncated_whitening_callers():
+    """Every entry point that takes the truncation options up front, as (name, call)."""
+    callers = [
+        (
+            "truncation_mask",
+            lambda **options: svdpi.truncation_mask(np.ones(3), **options),
+        )
+    ]
+    try:
+        import svdpi.torch
+    except ImportError:
+        pass
+    else:
+        callers.append(("ZCAWhitening", lambda **options: svdpi.torch.ZCAWhitening(4, **options)))
+    try:
+        import jax.numpy as jnp
+
+        import svdpi.jax
+    except ImportError:
+        pass
+    else:
+        x = jnp.ones((8, 4)).cumsum(0)
+        callers.append(("zca_whitening", lambda **options: svdpi.jax.zca_whitening(x, **options)))
+    return callers
+
+
+@pytest.mark.parametrize(("name", "call"), _truncated_whitening_callers())
+def test_truncation_options_get_the_same_errors_everywhere(name, call):
+    # One check (svdpi._whitening.check_truncation) serves the core and the adapters.
+    with pytest.raises(ValueError, match=r"max_energy must be in \(0, 1\], got 1.5"):
+        call(max_energy=1.5)
+    with pytest.raises(ValueError, match="energy_rule must be 'preceding' or 'inclusive'"):
+        call(max_energy=0.5, energy_rule="paper")

@@ -27,7 +27,6 @@ from svdpi._validation import (
     check_num_iters,
     check_square,
 )
-from svdpi._whitening import ENERGY_RULES
 
 from ._eig import first_order_only
 
@@ -100,10 +99,6 @@ def _call(a, mask, spec):
         check_mask(mask, tuple(a.shape[:-1]), jnp)
     if spec.n_components is not None and not 1 <= spec.n_components <= n:
         raise ValueError(f"n_components must be in [1, {n}], got {spec.n_components}")
-    if spec.truncation is not None and spec.truncation[2] not in ENERGY_RULES:
-        raise ValueError(
-            f"energy_rule must be 'preceding' or 'inclusive', got {spec.truncation[2]!r}"
-        )
     return _matrix_function(a, mask, spec)
 
 

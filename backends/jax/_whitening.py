@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from svdpi._validation import MATRIX_FUNCTION_METHODS, check_integer, check_method, check_num_iters
-from svdpi._whitening import ENERGY_RULES
+from svdpi._whitening import check_truncation
 
 from ._matrix_functions import _matrix_function, _Spec
 
@@ -105,8 +105,7 @@ def zca_whitening(
     eps = float(eps)
     if not 0.0 <= eps < math.inf:
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-    if energy_rule not in ENERGY_RULES:
-        raise ValueError(f"energy_rule must be 'preceding' or 'inclusive', got {energy_rule!r}")
+    check_truncation(max_energy, energy_rule)
     method = check_method(method, MATRIX_FUNCTION_METHODS)
     num_iters = check_num_iters(num_iters)
     compute = _compute_dtype(x)

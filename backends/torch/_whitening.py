@@ -17,7 +17,7 @@ from svdpi._validation import (
     check_method,
     check_num_iters,
 )
-from svdpi._whitening import ENERGY_RULES
+from svdpi._whitening import check_truncation
 from torch import nn
 
 from ._eig import _can_read_values
@@ -529,12 +529,7 @@ class ZCAWhitening(_GroupedEigenNorm):
         energy_rule: str = "preceding",
         **config,
     ):
-        if energy_rule not in ENERGY_RULES:
-            raise ValueError(
-                f"energy_rule must be 'preceding' or 'inclusive', got {energy_rule!r}"
-            )
-        if max_energy is not None and not 0.0 < float(max_energy) <= 1.0:
-            raise ValueError(f"max_energy must be in (0, 1], got {max_energy!r}")
+        check_truncation(max_energy, energy_rule)
         self.min_eigenvalue = None if min_eigenvalue is None else float(min_eigenvalue)
         self.max_energy = None if max_energy is None else float(max_energy)
         self.energy_rule = energy_rule

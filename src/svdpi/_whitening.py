@@ -31,6 +31,14 @@ _WHITENING = _Function("power", -0.5)
 ENERGY_RULES = ("preceding", "inclusive")
 
 
+def check_truncation(max_energy: float | None, energy_rule: str) -> None:
+    """The checks of :func:`truncation_mask`'s options, for callers that take them up front."""
+    if energy_rule not in ENERGY_RULES:
+        raise ValueError(f"energy_rule must be 'preceding' or 'inclusive', got {energy_rule!r}")
+    if max_energy is not None and not 0.0 < max_energy <= 1.0:
+        raise ValueError(f"max_energy must be in (0, 1], got {max_energy!r}")
+
+
 def truncation_mask(
     eigenvalues: Any,
     /,
@@ -83,14 +91,11 @@ def truncation_mask(
     if xp is None:
         xp = array_namespace(eigenvalues)
     check_floating(eigenvalues, "eigenvalues", xp)
-    if energy_rule not in ENERGY_RULES:
-        raise ValueError(f"energy_rule must be 'preceding' or 'inclusive', got {energy_rule!r}")
+    check_truncation(max_energy, energy_rule)
     keep = xp.ones(eigenvalues.shape, dtype=xp.bool, device=array_device(eigenvalues))
     if min_eigenvalue is not None:
         keep = keep & (eigenvalues > min_eigenvalue)
     if max_energy is not None:
-        if not 0.0 < max_energy <= 1.0:
-            raise ValueError(f"max_energy must be in (0, 1], got {max_energy!r}")
         cumulative = xp.cumulative_sum(eigenvalues, axis=-1)
         total = cumulative[..., -1:]
         if energy_rule == "preceding":
