@@ -133,8 +133,10 @@ class ExactWhitening(torch.autograd.Function):
     """``W = V diag(λ^{-1/2}) Vᵀ`` of a covariance, differentiated by Daleckii–Krein.
 
     The core's :func:`svdpi.zca_whitening_matrix` forward and its VJP with
-    ``method="exact"``, the mask held constant. A stand-in written for this
-    study until :mod:`svdpi.torch`'s layers take ``method="exact"``.
+    ``method="exact"``, the mask held constant. :class:`svdpi.torch.ZCAWhitening`
+    takes ``method="exact"`` too, but this study keeps its own layer (below) so
+    that the four variants differ only in how ``W`` is differentiated, and
+    :mod:`svdpi.torch` has no public function for a truncated whitening matrix.
     """
 
     @staticmethod
