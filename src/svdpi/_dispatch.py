@@ -174,6 +174,17 @@ def native(xp: Any, step: str) -> Callable[..., Any] | None:
     return None if steps is None else steps.get(step)
 
 
+def call_native(xp: Any, step: str, /, *args: Any, **kwargs: Any) -> Any:
+    """Run ``step``'s registered implementation for ``xp`` on the arguments, if there is one.
+
+    Returns :data:`DECLINED` both when no implementation is registered and
+    when the one registered declines: either way the caller runs its generic
+    code.
+    """
+    implementation = native(xp, step)
+    return DECLINED if implementation is None else implementation(*args, **kwargs)
+
+
 @contextmanager
 def native_paths(enabled: bool) -> Iterator[None]:
     """Turn the native fast paths off (or back on) inside a ``with`` block.

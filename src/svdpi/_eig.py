@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from array_api_compat import array_namespace, is_lazy_array
 
-from ._dispatch import DECLINED, native
+from ._dispatch import DECLINED, call_native
 from ._typing import Array, Namespace
 from ._validation import check_floating, check_square
 
@@ -45,8 +45,7 @@ def all_finite(a: Array, xp: Namespace) -> bool:
     if math.prod(a.shape) == 0:
         return True
     # The native providers (PyTorch, CuPy) know their own arrays, which are eager.
-    native_all_finite = native(xp, "all_finite")
-    answer = DECLINED if native_all_finite is None else native_all_finite(a)
+    answer = call_native(xp, "all_finite", a)
     if answer is not DECLINED:
         return answer
     if is_lazy_array(a):
@@ -121,8 +120,7 @@ def eig(a: Array, /, *, check_finite: bool = True, xp: Namespace | None = None) 
     # NumPy: numpy.linalg.eigh (LAPACK syevd over the batch in one C loop).
     # scipy.linalg.eigh(driver="evd") was measured no faster on single matrices
     # up to n = 1024 (0.9-1.0x; benchmarks/bench_eig.py), so it is not used.
-    native_eigh = native(xp, "eigh")
-    pairs = DECLINED if native_eigh is None else native_eigh(negated)
+    pairs = call_native(xp, "eigh", negated)
     negated_eigenvalues, eigenvectors = xp.linalg.eigh(negated) if pairs is DECLINED else pairs
     eigenvalues = -negated_eigenvalues
     return EigResult(eigenvalues, eigenvectors)

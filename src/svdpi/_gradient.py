@@ -5,7 +5,7 @@ from __future__ import annotations
 from array_api_compat import array_namespace
 
 from ._coefficients import coefficient_product
-from ._dispatch import DECLINED, native
+from ._dispatch import DECLINED, call_native
 from ._typing import Array, Namespace
 from ._validation import check_eigenpairs, check_like, check_method, check_num_iters
 
@@ -226,11 +226,17 @@ def _coefficient_product(
     """``Aᵀ ∘ b`` (then ``(P + Pᵀ) / 2`` if ``symmetrize``), natively where a fast path exists."""
     if eigenvalues.shape[-1] == 0:  # n = 0: nothing to compute (and no max over λ)
         return xp.zeros_like(b)
-    fast = native(xp, "coefficient_product")
-    if fast is not None:
-        product = fast(eigenvalues, b, method=method, num_iters=num_iters, symmetrize=symmetrize)
-        if product is not DECLINED:
-            return product
+    product = call_native(
+        xp,
+        "coefficient_product",
+        eigenvalues,
+        b,
+        method=method,
+        num_iters=num_iters,
+        symmetrize=symmetrize,
+    )
+    if product is not DECLINED:
+        return product
     return coefficient_product(
         eigenvalues, b, method=method, num_iters=num_iters, symmetrize=symmetrize, xp=xp
     )
