@@ -188,6 +188,9 @@ def spectral_map(a: torch.Tensor, spectral: SpectralMap, *, check_finite: bool =
         # the result is empty, as from code built on torch.linalg.eigh. a * 0
         # keeps it connected to ``a``: backward gives an empty gradient.
         return a * 0
+    # The variant is chosen as in svdpi.torch.eig, written out in both places:
+    # a shared helper returning the Function class made torch.compile
+    # (fullgraph=True) fail with an internal dynamo error (PyTorch 2.14).
     if torch.compiler.is_compiling():
         if torch._C._are_functorch_transforms_active():
             # As in svdpi.torch.eig: compile of a torch.func transform would drop
