@@ -8,6 +8,7 @@ Python array API standard; :mod:`svdpi.torch` adds autograd and layers, and
 :mod:`svdpi.cupy` GPU fast paths.
 """
 
+from . import functions
 from ._eig import EigResult, eig
 from ._gradient import eig_jvp, eig_vjp
 from ._matrix_functions import (
@@ -33,6 +34,7 @@ __all__ = [
     "eig",
     "eig_jvp",
     "eig_vjp",
+    "functions",
     "matrix_log",
     "matrix_log_jvp",
     "matrix_log_vjp",
