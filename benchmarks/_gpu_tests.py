@@ -2,8 +2,9 @@
 
 This module is also the pytest plugin that does the selecting
 (``pytest -p _gpu_tests``, with ``benchmarks/`` on ``PYTHONPATH``): it keeps
-the tests that need a GPU, those marked ``gpu`` and those run on the ``cupy``
-backend of the ``xp`` fixture, and deselects the rest (CI runs those). It
+the tests that need a GPU (:func:`needs_gpu`: those marked ``gpu``, those
+run on the ``cupy`` backend of the ``xp`` fixture, the examples of
+``svdpi.cupy``'s docstrings) and deselects the rest (CI runs those). It
 imports nothing beyond the standard library, so loading it into a pytest run
 changes nothing else there.
 """
@@ -23,11 +24,18 @@ PLUGIN = Path(__file__).stem
 
 
 def needs_gpu(item) -> bool:
-    """Whether a collected test needs a GPU: marked ``gpu``, or run on the ``cupy`` backend."""
+    """Whether a collected test needs a GPU.
+
+    Marked ``gpu``; or parametrised with the ``cupy`` backend (id ``cupy``),
+    or with an example of ``svdpi.cupy``'s docstrings (ids ``svdpi.cupy.…``,
+    collected only where CuPy has a GPU).
+    """
     if item.get_closest_marker("gpu") is not None:
         return True
     callspec = getattr(item, "callspec", None)
-    return callspec is not None and "cupy" in callspec.id.split("-")
+    if callspec is None:
+        return False
+    return any(part == "cupy" or part.startswith("svdpi.cupy.") for part in callspec.id.split("-"))
 
 
 def pytest_collection_modifyitems(config, items):

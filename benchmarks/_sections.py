@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -47,8 +48,9 @@ def time_limit(seconds: float) -> Iterator[None]:
     A call blocked in C (a CUDA synchronisation) is interrupted only when it
     returns to Python; the shell wrapper's ``timeout`` is the hard stop.
     """
-    if not hasattr(signal, "SIGALRM") or seconds == math.inf:
-        yield
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if not hasattr(signal, "SIGALRM") or not in_main_thread or seconds == math.inf:
+        yield  # no budget then: the deadline and the wrapper's hard limit remain
         return
 
     def expire(signum, frame):

@@ -18,10 +18,11 @@ with :func:`section`):
 ``environment``
     The card, driver, CUDA, PyTorch, CuPy and NumPy versions.
 ``tests``
-    pytest on every test that needs a GPU: those marked ``gpu`` and every
-    test run on the ``cupy`` backend of the ``xp`` fixture (the pytest plugin
-    ``benchmarks/_gpu_tests.py`` selects them); pass / fail / skip counts,
-    each failure, the skip reasons.
+    pytest on every test that needs a GPU: those marked ``gpu``, every test
+    run on the ``cupy`` backend of the ``xp`` fixture and the examples of
+    ``svdpi.cupy``'s docstrings (the pytest plugin ``benchmarks/_gpu_tests.py``
+    selects them); pass / fail / skip counts, each failure, the skip reasons.
+    On a GPU, a run in which no test passed fails.
 ``eig``
     eig forward + VJP: svdpi on CuPy (fused kernel and generic array-API
     path), svdpi.torch on CUDA, torch.linalg.eigh with autograd; forward

@@ -80,6 +80,10 @@ SMALL_SUITE = {
         def test_on_backend(backend):
             pass
 
+        @pytest.mark.parametrize("example", ["svdpi.cupy.solve_eigh", "svdpi.eig"])
+        def test_docstring_example(example):
+            pass
+
         def test_cpu_only():
             pass
     """,
@@ -136,17 +140,18 @@ def test_cpu_quick_mode_runs_every_section(gpu_check, tmp_path, capsys, one_torc
         "svdpi exact / eigh autograd:",
         "ZCA d=4 / BatchNorm2d:",
         "ZCA d=16 / BatchNorm2d:",
-        # The GPU tests of the small suite: two gpu-marked, one on cupy; not the CPU ones.
-        "**2 passed, 0 failed, 0 errors, 1 skipped** (3 tests)",
+        # The GPU tests of the small suite: two gpu-marked, one on cupy, one example of
+        # svdpi.cupy; not the CPU ones.
+        "**3 passed, 0 failed, 0 errors, 1 skipped** (4 tests)",
         "- 1 × no CUDA device available",
-        "2 deselected",
+        "3 deselected",
     ):
         assert fragment in text, fragment
     # The 0.3 sections are announced as not covered yet.
     for name in gpu_check.gpu_check.PENDING_SECTIONS:
         assert f"\n- {name}: " in text
     assert (out / "gpu_tests.xml").exists()
-    assert "2 passed, 1 skipped, 2 deselected" in (out / "gpu_tests.log").read_text()
+    assert "3 passed, 1 skipped, 3 deselected" in (out / "gpu_tests.log").read_text()
 
 
 def test_a_failing_gpu_test_fails_the_check(gpu_check, tmp_path):
@@ -156,7 +161,7 @@ def test_a_failing_gpu_test_fails_the_check(gpu_check, tmp_path):
     assert gpu_check.gpu_check.main([*argv, "--test-paths", str(suite)]) == 1
     text = _report(out)
     assert _status(text) == {"tests": "FAILED"}
-    assert "**2 passed, 1 failed, 0 errors, 1 skipped** (4 tests)" in text
+    assert "**3 passed, 1 failed, 0 errors, 1 skipped** (5 tests)" in text
     assert "| failure | `test_small::test_gpu_fails` | AssertionError: the GPU gave" in text
 
 
