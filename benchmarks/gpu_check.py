@@ -57,6 +57,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib
 import math
 import platform
 import shutil
@@ -210,6 +211,12 @@ def detect(device: str) -> Environment:
         parts.insert(0, f"CPU only ({platform.machine()}), not GPU numbers")
     env.description = "; ".join(parts)
     return env
+
+
+def _adapter(name: str):
+    """``svdpi.<name>``, imported by name: an ``import svdpi.torch`` inside a function would
+    make ``svdpi`` a local name there, unbound wherever the import is skipped."""
+    return importlib.import_module(f"svdpi.{name}")
 
 
 def _cupy_device_name(cupy) -> str:
@@ -426,14 +433,14 @@ def eig_candidates(env: Environment, batch: int, n: int, dtype: str) -> dict[str
             candidates[f"svdpi {lib} generic fwd+VJP"] = explicit_generic
     if env.torch is not None:
         torch = env.torch
-        import svdpi.torch
+        torch_adapter = _adapter("torch")
 
         a_t = torch.as_tensor(a_np, device=env.torch_device).requires_grad_()
         gw_t = torch.as_tensor(gw_np, device=env.torch_device)
         gv_t = torch.as_tensor(gv_np, device=env.torch_device)
 
         def svdpi_torch():
-            w, v = svdpi.torch.eig(a_t, check_finite=False)
+            w, v = torch_adapter.eig(a_t, check_finite=False)
             return torch.autograd.grad((w, v), a_t, (gw_t, gv_t))
 
         def eigh_autograd():
@@ -481,16 +488,16 @@ def vjp_candidates(env: Environment, batch: int, n: int, dtype: str) -> dict[str
 def solver_candidates(env: Environment, batch: int, n: int, dtype: str) -> dict[str, Callable]:
     if env.cupy is None:
         return {}
-    import svdpi.cupy
+    cupy_adapter = _adapter("cupy")
 
     a = env.cupy.asarray(_problem(batch, n, dtype)[0])
     candidates = {}
-    for solver in svdpi.cupy.SOLVERS:
+    for solver in cupy_adapter.SOLVERS:
         if solver == "syevd" and batch != 1:
             continue
         if solver == "syevd_loop" and batch == 1:
             continue  # the same call as syevd
-        candidates[solver] = lambda solver=solver: svdpi.cupy.solve_eigh(a, solver)
+        candidates[solver] = lambda solver=solver: cupy_adapter.solve_eigh(a, solver)
     return candidates
 
 
@@ -498,7 +505,7 @@ def sqrtm_candidates(env: Environment, batch: int, n: int, dtype: str) -> dict[s
     if env.torch is None:
         return {}
     torch = env.torch
-    import svdpi.torch
+    torch_adapter = _adapter("torch")
 
     a_np, _, g_np = _problem(batch, n, dtype)
     a = torch.as_tensor(a_np, device=env.torch_device).requires_grad_()
@@ -512,8 +519,8 @@ def sqrtm_candidates(env: Environment, batch: int, n: int, dtype: str) -> dict[s
         return lambda: torch.autograd.grad(function(a), a, g)
 
     return {
-        "svdpi exact": step(lambda x: svdpi.torch.sqrtm(x, method="exact", check_finite=False)),
-        "svdpi pi": step(lambda x: svdpi.torch.sqrtm(x, method="pi", check_finite=False)),
+        "svdpi exact": step(lambda x: torch_adapter.sqrtm(x, method="exact", check_finite=False)),
+        "svdpi pi": step(lambda x: torch_adapter.sqrtm(x, method="pi", check_finite=False)),
         "eigh autograd": step(eigh_sqrtm),
     }
 
@@ -522,9 +529,9 @@ def zca_candidates(env: Environment, shape: tuple[int, ...], dtype: str) -> tupl
     if env.torch is None:
         return {}, env.skipped.get("torch", "PyTorch unavailable")
     torch = env.torch
-    import svdpi.torch
+    torch_adapter = _adapter("torch")
 
-    layer_class = svdpi.torch.ZCAWhitening
+    layer_class = torch_adapter.ZCAWhitening
     channels = shape[1]
     generator = torch.Generator().manual_seed(0)
     x_host = torch.randn(shape, generator=generator, dtype=getattr(torch, dtype))
@@ -613,7 +620,7 @@ def section_vjp(ctx: Context) -> list[str]:
 def section_solvers(ctx: Context) -> list[str]:
     if ctx.env.cupy is None:
         return [f"Skipped: {ctx.env.skipped.get('cupy')}", ""]
-    import svdpi.cupy
+    cupy_adapter = _adapter("cupy")
 
     timer = _timer(ctx)
     rows, verdicts = [], []
@@ -622,14 +629,14 @@ def section_solvers(ctx: Context) -> list[str]:
         label = f"{b} × {n}"
         rows.append((label, times))
         fastest = min(times, key=times.get)
-        chosen = svdpi.cupy.choose_eigh_solver(b, n)
+        chosen = cupy_adapter.choose_eigh_solver(b, n)
         ok = "yes" if chosen == fastest else f"no ({times[chosen] / times[fastest]:.2f}x)"
         verdicts.append(f"- {label}: fastest {fastest}, policy picks {chosen}: {ok}")
     return [
         *_table("batch × n", rows),
         *verdicts,
-        f"- thresholds: SYEVJ_BATCHED_MAX_N = {svdpi.cupy.SYEVJ_BATCHED_MAX_N}, "
-        f"SYEVD_LOOP_MAX_BATCH = {svdpi.cupy.SYEVD_LOOP_MAX_BATCH}",
+        f"- thresholds: SYEVJ_BATCHED_MAX_N = {cupy_adapter.SYEVJ_BATCHED_MAX_N}, "
+        f"SYEVD_LOOP_MAX_BATCH = {cupy_adapter.SYEVD_LOOP_MAX_BATCH}",
         "",
     ]
 

@@ -154,6 +154,29 @@ def test_cpu_quick_mode_runs_every_section(gpu_check, tmp_path, capsys, one_torc
     assert "3 passed, 1 skipped, 3 deselected" in (out / "gpu_tests.log").read_text()
 
 
+def test_without_pytorch_the_timing_sections_say_so(gpu_check, tmp_path, monkeypatch):
+    # As where only CuPy (or, on the CPU, only NumPy) is installed: every section
+    # runs, PyTorch's candidates are left out and the sections that need it skip.
+    module = gpu_check.gpu_check
+    real_detect = module.detect
+
+    def detect(device):
+        env = real_detect(device)
+        env.torch = None
+        env.skipped["torch"] = "PyTorch is not installed (stand-in)"
+        return env
+
+    monkeypatch.setattr(module, "detect", detect)
+    out = tmp_path / "out"
+    argv = ["--device", "cpu", "--quick", "--out", str(out), "--skip", "tests"]
+    assert module.main(argv) == 0
+    text = _report(out)
+    assert set(_status(text).values()) == {"ok"}
+    assert "svdpi NumPy fwd+VJP" in text
+    assert "torch eigh" not in text
+    assert text.count("Skipped: PyTorch is not installed (stand-in)") == 2  # sqrtm, zca
+
+
 def test_a_failing_gpu_test_fails_the_check(gpu_check, tmp_path):
     suite = _write_suite(tmp_path / "suite", failing=True)
     out = tmp_path / "out"
