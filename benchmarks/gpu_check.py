@@ -66,6 +66,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -334,6 +335,12 @@ def _version_of(module_name: str) -> str:
     return str(getattr(module, "__version__", "?"))
 
 
+def _native_entry_points() -> str:
+    """The adapters the core loads its fast paths from (svdpi's installed metadata)."""
+    found = metadata.entry_points(group="svdpi.native")
+    return ", ".join(sorted(f"{e.name} = {e.value}" for e in found)) or "none (generic paths only)"
+
+
 def environment_rows(env: Environment) -> list[tuple[str, str]]:
     rows = [
         ("svdpi", f"{svdpi.__version__} ({Path(svdpi.__file__).parent})"),
@@ -341,6 +348,7 @@ def environment_rows(env: Environment) -> list[tuple[str, str]]:
         ("CPU", machine_description()),
         ("NumPy", np.__version__),
         ("array-api-compat", _version_of("array_api_compat")),
+        ("svdpi.native entry points", _native_entry_points()),
     ]
     if env.device == "cuda":
         rows += _nvidia_smi()

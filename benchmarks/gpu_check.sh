@@ -53,6 +53,24 @@ cp -R src/svdpi/. "$STAGE/pkg/svdpi/"
 for adapter in torch cupy jax; do
     cp -R "backends/$adapter" "$STAGE/pkg/svdpi/$adapter"
 done
+# And its metadata: the core finds an adapter's fast paths (svdpi.cupy's fused
+# kernels) through the "svdpi.native" entry points; without them CuPy arrays
+# would silently take the generic path.
+"$PYTHON" - "$STAGE/pkg" <<'PYTHON_END'
+import re
+import sys
+from pathlib import Path
+
+version = re.search(r'__version__ = "([^"]+)"', Path("src/svdpi/__init__.py").read_text())[1]
+pyproject = Path("pyproject.toml").read_text()
+table = pyproject.split('[project.entry-points."svdpi.native"]', 1)[1].split("\n[", 1)[0]
+entries = re.findall(r'^(\w+) = "([\w.]+)"', table, flags=re.MULTILINE)
+info = Path(sys.argv[1]) / f"svdpi-{version}.dist-info"
+info.mkdir()
+(info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: svdpi\nVersion: {version}\n")
+lines = ["[svdpi.native]", *(f"{name} = {module}" for name, module in entries)]
+(info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+PYTHON_END
 export PYTHONPATH="$STAGE/pkg:$STAGE/site${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 export SVDPI_IN_DEVICE_CHECK=1  # tests of this script skip themselves inside it
