@@ -535,7 +535,10 @@ class ZCAWhitening(_GroupedEigenNorm):
     check_finite : bool, default True
         Raise ``ValueError`` when the batch covariance has NaN or infinite
         entries, at the cost of reading the small ``(G, d, d)`` covariance
-        on the host in every training step (a GPU synchronisation). With
+        on the host in every training step (a GPU synchronisation). The
+        message says whether the input is not finite or a finite input's
+        covariance overflowed (float32 products overflow for activations of
+        about ``1e19``: use float64 input or rescale). With
         ``False`` a step is fully asynchronous, and a non-finite input is
         not caught: on a GPU the output, the gradients and the running
         statistics become NaN; on the CPU the eigensolver may instead raise
@@ -582,6 +585,19 @@ class ZCAWhitening(_GroupedEigenNorm):
     kernels work channel-major); the layer runs on the ``meta`` device, for
     shape propagation and deferred initialisation. Checkpoints of svdpi 0.1
     load unchanged (see ``_load_from_state_dict``).
+
+    ``torch.func``, as with ``nn.BatchNorm2d``: ``vmap`` over an ensemble
+    (``torch.func.stack_module_state`` + ``functional_call``) in training
+    and evaluation, each member updating its own running statistics (also
+    with ``momentum=None``, where BatchNorm fails); ``vmap`` over inputs in
+    evaluation or without running statistics; ``grad``, ``vjp``, ``jvp``,
+    ``jacfwd`` and ``torch.autograd.forward_ad``. Forward mode is the
+    transpose of ``method``'s gradient (the derivative itself for
+    ``"exact"`` and ``"analytic"``). Where the running statistics cannot be
+    updated in place (``vmap`` over the input with unbatched buffers, a
+    ``jvp`` of a function that captures them), the layer raises
+    ``RuntimeError``, as BatchNorm does. The finiteness check is skipped
+    under these transforms.
 
     Cost: besides one batched eigendecomposition of ``(G, d, d)`` matrices,
     a training step makes two reductions, one centring pass and two batched
