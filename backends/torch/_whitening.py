@@ -35,9 +35,8 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
         return torch.contiguous_format
     try:
         is_channels_last = x.is_contiguous(memory_format=channels_last)
-    except (
-        RuntimeError
-    ):  # vmap cannot query it ("NYI"): a batched example has no layout of its own
+    except RuntimeError:
+        # vmap cannot query it ("NYI"): a batched example has no layout of its own.
         return torch.contiguous_format
     return channels_last if is_channels_last else torch.contiguous_format
 
