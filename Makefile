@@ -35,10 +35,13 @@ test-modules: venv
 # A short, real run of the CIFAR example: ZCA ResNet (d = 4, narrow) for 3 short
 # epochs. CIFAR-10 is used when it is on disk or can be downloaded; otherwise
 # the run says so and trains on the built-in synthetic CIFAR-shaped data set.
+# --overwrite: a second `make demo` replaces the first demo's run (train.py
+# refuses to write into a folder holding a run without it).
 demo: venv
 	$(PY) examples/zca_resnet_cifar/train.py --dataset cifar10 --fallback-synthetic \
 		--synthetic-size 4000 --norm zca --group-size 4 --width 16 --batch-size 64 \
-		--lr 0.05 --milestones "" --epochs 3 --max-steps 30 --threads 1 --out-dir runs/demo
+		--lr 0.05 --milestones "" --epochs 3 --max-steps 30 --threads 1 --out-dir runs/demo \
+		--overwrite
 	$(PY) examples/degenerate_gradient.py
 
 docs: venv
