@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 from array_api_compat import array_namespace
 
+from ._compat import array_device
 from ._eig import all_finite
 from ._typing import Array, Namespace
 
@@ -128,7 +129,7 @@ def largest_component_mask(u: Array, xp: Namespace) -> Array:
     """
     magnitude = xp.abs(u)
     index = xp.argmax(magnitude, axis=-2)  # the first maximum, as the standard requires
-    rows = xp.arange(u.shape[-2], device=u.device)
+    rows = xp.arange(u.shape[-2], device=array_device(u))
     return xp.astype(rows[:, None] == index[..., None, :], magnitude.dtype)
 
 

@@ -26,6 +26,7 @@ import math
 
 from array_api_compat import array_namespace, is_lazy_array
 
+from ._compat import array_device
 from ._gradient import _coefficient_product
 from ._svd import (
     adjoint,
@@ -61,7 +62,7 @@ def singular_value_floor(s: Array, shape: tuple[int, int], xp: Namespace) -> Arr
     coefficients (at most ``1 / floor``) far from overflow for a zero matrix.
     """
     finfo = xp.finfo(s.dtype)
-    least = xp.asarray(finfo.smallest_normal / finfo.eps, dtype=s.dtype, device=s.device)
+    least = xp.asarray(finfo.smallest_normal / finfo.eps, dtype=s.dtype, device=array_device(s))
     return xp.maximum(s[..., :1] * (max(shape) * finfo.eps), least)
 
 
@@ -84,7 +85,7 @@ class _Coefficients:
         if method == "analytic":
             difference = s_j - s_i
             k = s.shape[-1]
-            eye = xp.eye(k, dtype=s.dtype, device=s.device)
+            eye = xp.eye(k, dtype=s.dtype, device=array_device(s))
             # 1/(σ_j − σ_i) off the diagonal; the diagonal's 1 keeps 0/0 out.
             self.minus = (1.0 - eye) / (difference + eye)
             return
@@ -140,13 +141,13 @@ def _complex(real: Array, imag: Array, xp: Namespace) -> Array:
     """``real + i·imag`` from two real arrays, in the matching complex dtype."""
     dtype = xp.complex64 if real.dtype == xp.float32 else xp.complex128
     return xp.astype(real, dtype) + xp.astype(imag, dtype) * xp.asarray(
-        1j, dtype=dtype, device=real.device
+        1j, dtype=dtype, device=array_device(real)
     )
 
 
 def _diag_embed(d: Array, xp: Namespace) -> Array:
     k = d.shape[-1]
-    return d[..., :, None] * xp.eye(k, dtype=d.dtype, device=d.device)
+    return d[..., :, None] * xp.eye(k, dtype=d.dtype, device=array_device(d))
 
 
 def _phase_scale(grad_u, grad_vh, xp):
@@ -204,7 +205,7 @@ def vjp(
     k = s.shape[-1]
     batch = tuple(u.shape[:-2])
     if k == 0 or (grad_u is None and grad_s is None and grad_vh is None):
-        return xp.zeros((*batch, m, n), dtype=u.dtype, device=u.device)
+        return xp.zeros((*batch, m, n), dtype=u.dtype, device=array_device(u))
     complex_input = is_complex(u, xp)
     u_h = adjoint(u, xp)
     x_u = None if grad_u is None else u_h @ grad_u

@@ -27,6 +27,7 @@ from typing import Any
 
 from array_api_compat import array_namespace, is_lazy_array
 
+from ._compat import array_device
 from ._dispatch import library_name
 from ._svd import adjoint, check_cotangent, check_factors, is_complex
 from ._svd_gradient import singular_value_floor
@@ -180,7 +181,7 @@ def _shape(u, vh):
 
 
 def _empty(u, vh, xp):
-    return xp.zeros(_shape(u, vh), dtype=u.dtype, device=u.device)
+    return xp.zeros(_shape(u, vh), dtype=u.dtype, device=array_device(u))
 
 
 def _map_derivative(u, s, vh, fn, x, mask, name, xp):
