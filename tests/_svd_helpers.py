@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from _helpers import assert_close as _assert_close
+from _helpers import to_numpy
 
 import svdpi
 
@@ -62,3 +64,15 @@ def central_difference(f, a, t, h=1e-6):
     if isinstance(plus, tuple):
         return tuple((p - q) / (2 * h) for p, q in zip(plus, minus, strict=True))
     return (plus - minus) / (2 * h)
+
+
+def assert_close(actual, desired, rtol=1e-7, atol=0.0, err_msg=""):
+    """:func:`_helpers.assert_close` that also requires finite values.
+
+    NumPy's ``assert_allclose`` counts NaN equal to NaN: a NaN gradient
+    compared with a NaN oracle would pass.
+    """
+    actual, desired = to_numpy(actual), to_numpy(desired)
+    assert np.isfinite(actual).all(), f"not finite: {actual} {err_msg}"
+    assert np.isfinite(desired).all(), f"oracle not finite: {desired} {err_msg}"
+    _assert_close(actual, desired, rtol=rtol, atol=atol, err_msg=err_msg)

@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from _helpers import assert_close, to_numpy
+from _helpers import to_numpy
 from _svd_helpers import (
+    assert_close,
     canonical_svd,
     central_difference,
     inner,
@@ -335,9 +336,12 @@ def test_series_tend_to_the_analytic_gradient_on_separated_singular_values(metho
     assert np.abs(far - analytic).max() > 1e-3  # the truncation is visible at 1 step
 
 
-@pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
-@pytest.mark.parametrize("method", ["pi", "taylor"])
-@pytest.mark.parametrize(("m", "n"), SHAPES)
+@pytest.mark.parametrize(
+    ("method", "complex_"),
+    [("pi", False), ("pi", True), ("taylor", False)],
+    ids=["pi-real", "pi-complex", "taylor-real"],
+)
+@pytest.mark.parametrize(("m", "n"), [(5, 3), (3, 5)])
 @pytest.mark.parametrize(
     "spectrum",
     [[2.0, 2.0, 2.0, 2.0], [3.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [1.0, 1e-30, 1e-30, 0.0]],

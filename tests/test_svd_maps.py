@@ -6,8 +6,15 @@ import dataclasses
 
 import numpy as np
 import pytest
-from _helpers import assert_close, to_numpy
-from _svd_helpers import central_difference, inner, random_matrix, unitary, with_singular_values
+from _helpers import to_numpy
+from _svd_helpers import (
+    assert_close,
+    central_difference,
+    inner,
+    random_matrix,
+    unitary,
+    with_singular_values,
+)
 from array_api_compat import array_namespace
 
 import svdpi
