@@ -55,11 +55,15 @@ def _backward_candidates(a, grad_u, grad_s, grad_vh, method):
 
     def svdpi_backward():
         outputs = svdpi.torch.svd(x1, method=method)
-        return lambda: torch.autograd.grad(outputs, x1, (grad_u, grad_s, grad_vh), retain_graph=True)
+        return lambda: torch.autograd.grad(
+            outputs, x1, (grad_u, grad_s, grad_vh), retain_graph=True
+        )
 
     def torch_backward():
         outputs = torch.linalg.svd(x2, full_matrices=False)
-        return lambda: torch.autograd.grad(outputs, x2, (grad_u, grad_s, grad_vh), retain_graph=True)
+        return lambda: torch.autograd.grad(
+            outputs, x2, (grad_u, grad_s, grad_vh), retain_graph=True
+        )
 
     return {"svdpi": svdpi_backward(), "torch": torch_backward()}
 
@@ -89,7 +93,9 @@ def main(argv=None):
     parser.add_argument("--method", choices=["pi", "taylor", "analytic"], default="pi")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--backward-only", action="store_true", help="also time the backward alone")
+    parser.add_argument(
+        "--backward-only", action="store_true", help="also time the backward alone"
+    )
     parser.add_argument("--quick", action="store_true", help="small shapes, few rounds")
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     args = parser.parse_args(argv)
