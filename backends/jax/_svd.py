@@ -82,7 +82,7 @@ def svd(
     Parameters
     ----------
     a : array_like, shape (..., m, n)
-        float32, float64, complex64 or complex128 (64-bit types need
+        Real or complex: float32, float64, complex64 or complex128 (64-bit types need
         ``jax_enable_x64``); ``m`` and ``n`` may differ either way.
     method : {"pi", "taylor", "analytic"}, default "pi"
         Derivative rule, see :func:`svdpi.svd_vjp`.
@@ -187,7 +187,7 @@ def polar(a: Any) -> Any:
     Parameters
     ----------
     a : array_like, shape (..., m, n)
-        float32, float64, complex64 or complex128.
+        Real or complex: float32, float64, complex64 or complex128.
 
     Returns
     -------
@@ -221,13 +221,14 @@ def low_rank(a: Any, rank: int) -> Any:
     Parameters
     ----------
     a : array_like, shape (..., m, n)
-        float32, float64, complex64 or complex128.
+        Real or complex: float32, float64, complex64 or complex128.
     rank : int
         Leading singular triples kept (``>= 0``; more than ``min(m, n)`` keeps all).
 
     Returns
     -------
     jax.Array, shape (..., m, n)
+        ``U_k diag(σ_k) Vh_k``, ``k = rank``.
 
     Notes
     -----
@@ -253,7 +254,7 @@ def singular_value_map(a: Any, fn: SpectralFunction) -> Any:
     Parameters
     ----------
     a : array_like, shape (..., m, n)
-        float32, float64, complex64 or complex128.
+        Real or complex: float32, float64, complex64 or complex128.
     fn : svdpi.functions.SpectralFunction
         ``f`` with ``f(0) = 0`` (checked once per function, on a NumPy
         zero, when traced).
@@ -261,6 +262,7 @@ def singular_value_map(a: Any, fn: SpectralFunction) -> Any:
     Returns
     -------
     jax.Array, shape (..., m, n)
+        ``U diag(f(σ)) Vh``, the same for every choice of singular vectors.
 
     Notes
     -----

@@ -201,7 +201,7 @@ def svd(
     Parameters
     ----------
     a : torch.Tensor, shape (..., m, n)
-        float32, float64, complex64 or complex128, CPU or CUDA; ``m`` and
+        Real or complex: float32, float64, complex64 or complex128, CPU or CUDA; ``m`` and
         ``n`` may differ either way; empty batches and ``m`` or ``n = 0``
         give empty factors.
     method : {"pi", "taylor", "analytic"}, default "pi"
@@ -402,13 +402,14 @@ def polar(a: torch.Tensor, *, check_finite: bool = True) -> torch.Tensor:
     Parameters
     ----------
     a : torch.Tensor, shape (..., m, n)
-        float32, float64, complex64 or complex128.
+        Real or complex: float32, float64, complex64 or complex128.
     check_finite : bool, default True
         Raise ``ValueError`` on NaN/inf entries (one host synchronisation).
 
     Returns
     -------
     torch.Tensor, shape (..., m, n)
+        ``U Vh``: orthonormal columns (``m >= n``) or rows (``m <= n``).
 
     Notes
     -----
@@ -442,7 +443,7 @@ def low_rank(a: torch.Tensor, rank: int, *, check_finite: bool = True) -> torch.
     Parameters
     ----------
     a : torch.Tensor, shape (..., m, n)
-        float32, float64, complex64 or complex128.
+        Real or complex: float32, float64, complex64 or complex128.
     rank : int
         Number of leading singular triples kept, ``>= 0``; ``rank >= min(m, n)``
         keeps them all (the result is ``a``).
@@ -452,6 +453,7 @@ def low_rank(a: torch.Tensor, rank: int, *, check_finite: bool = True) -> torch.
     Returns
     -------
     torch.Tensor, shape (..., m, n)
+        ``U_k diag(σ_k) Vh_k``, ``k = rank``.
 
     Notes
     -----
@@ -487,7 +489,7 @@ def singular_value_map(
     Parameters
     ----------
     a : torch.Tensor, shape (..., m, n)
-        float32, float64, complex64 or complex128.
+        Real or complex: float32, float64, complex64 or complex128.
     fn : svdpi.functions.SpectralFunction
         ``f`` with ``f(0) = 0`` (checked on the CPU once per function and
         dtype, outside compilation and ``torch.func``); e.g. ``Power(p)``,

@@ -171,7 +171,8 @@ def svd(
     Parameters
     ----------
     a : array, shape (..., m, n)
-        float32, float64, complex64 or complex128, any array API library.
+        Real or complex matrices (float32, float64, complex64 or
+        complex128) of any array API library.
         ``m`` and ``n`` may differ either way; ``m = 0``, ``n = 0`` and
         empty batches give empty factors, as ``xp.linalg.svd`` does.
     canonical : bool, default False

@@ -471,9 +471,11 @@ def svd_jvp(
     Returns
     -------
     tangent_u : array, shape (..., m, k)
+        The tangent of ``U``.
     tangent_s : array, shape (..., k)
         ``dσ_j = Re(u_jᴴ da v_j)``.
     tangent_vh : array, shape (..., k, n)
+        The tangent of ``Vh``.
 
     Notes
     -----

@@ -293,6 +293,7 @@ def singular_value_map_vjp(
     Returns
     -------
     array, shape (..., m, n)
+        The gradient with respect to ``a`` (PyTorch's convention for complex ``a``).
 
     Notes
     -----
@@ -313,7 +314,7 @@ def singular_value_map_vjp(
     >>> svdpi.singular_value_map_vjp(u, s, vh, Power(2.0), np.ones((3, 2)))
     array([[4., 4.],
            [4., 4.],
-           [4., 4.]])
+           [2., 2.]])
     """
     if xp is None:
         xp = array_namespace(u, s, vh, grad)
@@ -351,6 +352,7 @@ def singular_value_map_jvp(
     Returns
     -------
     array, shape (..., m, n)
+        The tangent of the map's value.
 
     Examples
     --------
@@ -421,6 +423,7 @@ def polar_vjp(
     Returns
     -------
     array, shape (..., m, n)
+        The gradient with respect to ``a``; NaN for a rank-deficient matrix.
 
     Notes
     -----
@@ -460,6 +463,7 @@ def polar_jvp(
     Returns
     -------
     array, shape (..., m, n)
+        The tangent of the polar factor; NaN for a rank-deficient matrix.
 
     Examples
     --------
