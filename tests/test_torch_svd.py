@@ -395,3 +395,38 @@ def test_the_namespace_is_array_api_compat_torch_with_a_lazy_conj():
     assert namespace.__name__ == xp_torch.__name__
     assert namespace.conj is torch.conj
     assert namespace.linalg is xp_torch.linalg
+
+
+@pytest.mark.filterwarnings(JIT_WARNING)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_analytic_forward_mode_is_torch_linalg_svds_including_the_phase_choice(dtype):
+    """svdpi turns u_j and v_j by opposite phases, as torch.linalg.svd's forward mode does."""
+    a = _matrix(5, 3, 18, dtype, batch=())
+    t = _matrix(5, 3, 19, dtype, batch=())
+    _, expected = torch.func.jvp(lambda x: torch.linalg.svd(x, full_matrices=False), (a,), (t,))
+    _, actual = torch.func.jvp(lambda x: tuple(svdpi.torch.svd(x, method="analytic")), (a,), (t,))
+    for x, y in zip(actual, expected, strict=True):
+        assert_close(x, y, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.complex64])
+def test_zero_and_extreme_matrices(dtype):
+    """The zero matrix: pi gradients finite, the polar factor's NaN (it is not unique)."""
+    zero = torch.zeros(2, 4, 3, dtype=dtype, requires_grad=True)
+    u, s, vh = svdpi.torch.svd(zero)
+    (u.abs().sum() + s.sum() + vh.abs().sum()).backward()
+    assert torch.isfinite(zero.grad).all()
+    x = zero.detach().clone().requires_grad_(True)
+    svdpi.torch.polar(x).abs().sum().backward()
+    assert torch.isnan(x.grad).all()
+    # Entries near the float32 limits: the gradient scales like 1 / scale.
+    a = _matrix(4, 3, 20, torch.complex128 if dtype.is_complex else torch.float64, batch=())
+    grads = []
+    for scale in (1.0, 1e30, 1e-30):
+        x = (a * scale).to(dtype).requires_grad_(True)
+        u, s, vh = svdpi.torch.svd(x)
+        (u.abs().pow(3).sum() + vh.abs().pow(3).sum()).backward()
+        assert torch.isfinite(x.grad).all()
+        grads.append(x.grad * scale)
+    assert_close(grads[1], grads[0], rtol=1e-4)
+    assert_close(grads[2], grads[0], rtol=1e-4)
