@@ -62,8 +62,11 @@ def singular_value_floor(s: Array, shape: tuple[int, int], xp: Namespace) -> Arr
     coefficients (at most ``1 / floor``) far from overflow for a zero matrix.
     """
     finfo = xp.finfo(s.dtype)
-    least = xp.asarray(finfo.smallest_normal / finfo.eps, dtype=s.dtype, device=array_device(s))
-    return xp.maximum(s[..., :1] * (max(shape) * finfo.eps), least)
+    top = s[..., :1]
+    # full_like, not asarray: a tensor made from a Python number on a GPU is a
+    # blocking host-to-device copy (a synchronisation in every backward pass).
+    least = xp.full_like(top, finfo.smallest_normal / finfo.eps)
+    return xp.maximum(top * (max(shape) * finfo.eps), least)
 
 
 class _Coefficients:
@@ -140,9 +143,8 @@ class _Coefficients:
 def _complex(real: Array, imag: Array, xp: Namespace) -> Array:
     """``real + i·imag`` from two real arrays, in the matching complex dtype."""
     dtype = xp.complex64 if real.dtype == xp.float32 else xp.complex128
-    return xp.astype(real, dtype) + xp.astype(imag, dtype) * xp.asarray(
-        1j, dtype=dtype, device=array_device(real)
-    )
+    # ``* 1j`` with a Python scalar: no array is made from it on the device.
+    return xp.astype(real, dtype) + xp.astype(imag, dtype) * 1j
 
 
 def _diag_embed(d: Array, xp: Namespace) -> Array:
