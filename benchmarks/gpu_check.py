@@ -93,6 +93,8 @@ SHAPES = [(512, 4), (512, 32), (64, 64), (1, 512)]
 QUICK_SHAPES = [(8, 4), (2, 16)]
 SQRTM_SHAPES = [(32, 64), (8, 256)]
 QUICK_SQRTM_SHAPES = [(4, 8)]
+SVD_SHAPES = [(64, 32, 16), (8, 256, 128), (1, 1024, 512)]  # issue 17's
+QUICK_SVD_SHAPES = [(4, 8, 4)]
 ZCA_INPUT = (128, 64, 32, 32)  # ResNet-18 stem activation on CIFAR, batch 128
 QUICK_ZCA_INPUT = (4, 16, 4, 4)
 ZCA_GROUP_SIZES = (4, 16, 64)  # channels per group (the paper's d); capped at C
@@ -114,11 +116,6 @@ PENDING_SECTIONS = {
         "with Power(0.5), Log(), Exp(), Clamp, Custom, forward + backward and double backward "
         "(create_graph=True) on CUDA tensors against autograd through torch.linalg.eigh; "
         "svdpi.spectral_map / spectral_map_vjp / spectral_map_hvp on CuPy arrays"
-    ),
-    "svd": (
-        "the SVD (issue 17): svdpi.torch.svd forward + backward against torch.linalg.svd "
-        "at (64, 32, 16), (8, 256, 128), (1, 1024, 512), float32, and svdpi.svd / svd_vjp "
-        "on CuPy arrays"
     ),
     "spd": (
         "the SPD layers (issue 16): a svdpi.torch.spd BiMap + ReEig + LogEig training step, "
@@ -699,6 +696,72 @@ def section_zca(ctx: Context) -> list[str]:
         if name != "BatchNorm2d"
         for line in _ratio_lines(rows, name, "BatchNorm2d", f"{name} / BatchNorm2d:")
     ]
+    return [*lines, ""]
+
+
+def svd_candidates(env: Environment, shape: tuple[int, int, int], dtype: str) -> dict:
+    """svdpi's SVD forward + backward (U, S, Vh all differentiated) against torch's."""
+    batch, m, n = shape
+    k = min(m, n)
+    rng = np.random.default_rng(0)
+    a_np, gu_np, gs_np, gvh_np = (
+        rng.standard_normal(size).astype(dtype)
+        for size in ((batch, m, n), (batch, m, k), (batch, k), (batch, k, n))
+    )
+    candidates: dict[str, Callable] = {}
+    xp, to_xp = _explicit_namespace(env)
+    if xp is not None:
+        a, gu, gs, gvh = (to_xp(x) for x in (a_np, gu_np, gs_np, gvh_np))
+
+        def explicit():
+            u, s, vh = svdpi.svd(a, check_finite=False)
+            return svdpi.svd_vjp(u, s, vh, gu, gs, gvh)
+
+        candidates[f"svdpi {_explicit_library(env)} fwd+VJP"] = explicit
+    if env.torch is not None:
+        torch = env.torch
+        torch_adapter = _adapter("torch")
+        a_t, gu_t, gs_t, gvh_t = (
+            torch.as_tensor(x, device=env.torch_device) for x in (a_np, gu_np, gs_np, gvh_np)
+        )
+        a_t.requires_grad_()
+
+        def svdpi_torch():
+            outputs = torch_adapter.svd(a_t, check_finite=False)
+            return torch.autograd.grad(outputs, a_t, (gu_t, gs_t, gvh_t))
+
+        def svd_autograd():
+            outputs = torch.linalg.svd(a_t, full_matrices=False)
+            return torch.autograd.grad(outputs, a_t, (gu_t, gs_t, gvh_t))
+
+        candidates["svdpi.torch fwd+bwd"] = svdpi_torch
+        candidates["torch svd fwd+bwd"] = svd_autograd
+    return candidates
+
+
+def _svd_shapes(ctx: Context) -> list[tuple[int, int, int]]:
+    return QUICK_SVD_SHAPES if ctx.quick else SVD_SHAPES
+
+
+def _plan_svd(ctx: Context) -> list[str]:
+    names = list(svd_candidates(ctx.env, (1, 2, 2), ctx.dtype))
+    return [
+        f"- {_shape_label(shape)}: " + (", ".join(names) or "nothing available")
+        for shape in _svd_shapes(ctx)
+    ]
+
+
+@section("svd", "SVD forward + backward (issue 17)", budget=60, plan=_plan_svd)
+def section_svd(ctx: Context) -> list[str]:
+    timer = _timer(ctx)
+    rows = [
+        (_shape_label(shape), timer(svd_candidates(ctx.env, shape, ctx.dtype)))
+        for shape in _svd_shapes(ctx)
+    ]
+    lines = _table("batch × m × n", rows)
+    lines += _ratio_lines(
+        rows, "svdpi.torch fwd+bwd", "torch svd fwd+bwd", "svdpi.torch / torch svd (target 1.2):"
+    )
     return [*lines, ""]
 
 

@@ -19,6 +19,16 @@ from ._matrix_functions import (
     matrix_power_jvp,
     matrix_power_vjp,
 )
+from ._svd import SVDResult, svd
+from ._svd_gradient import svd_jvp, svd_vjp
+from ._svd_maps import (
+    polar,
+    polar_jvp,
+    polar_vjp,
+    singular_value_map,
+    singular_value_map_jvp,
+    singular_value_map_vjp,
+)
 from ._whitening import (
     pca_projector,
     pca_projector_vjp,
@@ -31,6 +41,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "EigResult",
+    "SVDResult",
     "eig",
     "eig_jvp",
     "eig_vjp",
@@ -43,6 +54,15 @@ __all__ = [
     "matrix_power_vjp",
     "pca_projector",
     "pca_projector_vjp",
+    "polar",
+    "polar_jvp",
+    "polar_vjp",
+    "singular_value_map",
+    "singular_value_map_jvp",
+    "singular_value_map_vjp",
+    "svd",
+    "svd_jvp",
+    "svd_vjp",
     "truncation_mask",
     "zca_whitening_matrix",
     "zca_whitening_matrix_vjp",
