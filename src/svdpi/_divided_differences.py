@@ -167,23 +167,76 @@ def from_confluent(
     nonnegative, so where ``f''`` keeps one sign between ``lo`` and ``hi``
     (convex or concave ``f``: powers, log, exp, softplus) the two terms have
     the same sign and nothing cancels; the result is as accurate as ``C``.
-    Exactly symmetric in ``x, y, z`` (they are sorted first). Ties need no
-    special case beyond ``u + v = 0`` (``f''(mid) / 2 = C(mid, mid)``); a
-    term with weight 0 is dropped before it multiplies, so an infinite
-    ``C`` there (a power's ``f''`` at 0) does not turn into NaN.
+    Exactly symmetric in ``x, y, z``. Ties need no special case beyond
+    ``u + v = 0`` (``f''(mid) / 2 = C(mid, mid)``); a term with weight 0 is
+    dropped before it multiplies, so an infinite ``C`` there (a power's
+    ``f''`` at 0) does not turn into NaN.
+
+    ``C`` depends on two of the points only. Where ``x, y, z`` broadcast
+    from smaller arrays (``(n, 1, 1)``, ``(1, n, 1)``, ``(1, 1, n)``: the
+    triples of a second derivative), ``C`` is evaluated on the six ordered
+    pairs (``n²`` entries each) and looked up per triple, instead of twice
+    on all ``n³`` triples.
     """
+    shape = _broadcast_shape(x.shape, y.shape, z.shape)
+    pairs = [_broadcast_shape(a.shape, b.shape) for a, b in ((x, y), (x, z), (y, z))]
     hi, mid, lo = ordered_triple(x, y, z, xp)
+    if None not in shape and all(None not in p and 2 * _size(p) < _size(shape) for p in pairs):
+        # C(mid, hi) and C(mid, lo) from the tables of the variable that is the middle.
+        yx, yz = confluent(y, x), confluent(y, z)
+        xy, xz = confluent(x, y), confluent(x, z)
+        zx, zy = confluent(z, x), confluent(z, y)
+        is_y, is_x = y == mid, x == mid
+        x_over_z, y_over_z, x_over_y = x >= z, y >= z, x >= y
+        up = xp.where(
+            is_y,
+            xp.where(x_over_z, yx, yz),
+            xp.where(is_x, xp.where(y_over_z, xy, xz), xp.where(x_over_y, zx, zy)),
+        )
+        down = xp.where(
+            is_y,
+            xp.where(x_over_z, yz, yx),
+            xp.where(is_x, xp.where(y_over_z, xz, xy), xp.where(x_over_y, zy, zx)),
+        )
+    else:
+        up = confluent(mid, hi)
+        down = confluent(mid, lo)
     upper = hi - mid
     lower = mid - lo
     zero = constant(0.0, upper, xp)
-    up = confluent(mid, hi)
-    down = confluent(mid, lo)
     total = nonzero(upper + lower, xp)
     # Weights in [0, 1] first: u · C could underflow where the result does not.
     combined = (upper / total) * xp.where(upper > 0, up, zero) + (lower / total) * xp.where(
         lower > 0, down, zero
     )
     return xp.where(upper + lower > 0, combined, up)
+
+
+def _broadcast_shape(*shapes: tuple) -> tuple:
+    """The broadcast of ``shapes`` (``None`` for a dimension any of them does not know)."""
+    ndim = max(len(shape) for shape in shapes)
+    result = []
+    for axis in range(ndim):
+        size = 1
+        for shape in shapes:
+            index = axis - ndim + len(shape)
+            if index < 0:
+                continue
+            dimension = shape[index]
+            if dimension is None:
+                size = None
+                break
+            if dimension != 1:
+                size = dimension
+        result.append(size)
+    return tuple(result)
+
+
+def _size(shape: tuple) -> int:
+    size = 1
+    for dimension in shape:
+        size = size * dimension
+    return size
 
 
 def hinge_second_difference(

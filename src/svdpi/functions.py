@@ -314,9 +314,12 @@ class Power(SpectralFunction):
         if p == 0.5:
             # (√x − √y) / (x − y) = 1 / (√x + √y): one sum and one quotient per
             # pair, exact to a few ulps; infinite (f'(0)) where both are 0.
+            # A sum of square roots is 0 or above √(smallest subnormal), far
+            # above `tiny`: the maximum changes only the lanes the where sets.
             total = xp.sqrt(x) + xp.sqrt(y)
-            inf = constant(float("inf"), total, xp)
-            return xp.where(total > 0, 1.0 / nonzero(total, xp), inf)
+            tiny = constant(xp.finfo(total.dtype).smallest_normal, total, xp)
+            inf = constant(math.inf, total, xp)
+            return xp.where(total > 0, 1.0 / xp.maximum(total, tiny), inf)
         if p == -0.5:
             # (1/√x − 1/√y) / (x − y) = −1 / (√x √y (√x + √y)).
             root_x, root_y = xp.sqrt(x), xp.sqrt(y)
@@ -333,19 +336,23 @@ class Power(SpectralFunction):
         # p > 0, zeros allowed. x = 0: f[0, 0, y] = (y^(p−1) − f'(0)) / y, or
         # f''(0) / 2 at y = 0; y = 0 < x: (p − 1) x^(p−2). The general forms
         # see a placeholder pair (x, x) there, with x = 1 if x = 0.
+        # (Each form sees 1 in the lanes it does not serve: nothing overflows there.)
         one = constant(1.0, x, xp)
         x_zero = x == 0
         y_zero = y == 0
-        safe_x = xp.where(x_zero, one, x)
-        safe_y = xp.where(y_zero, one, y)
         if p < 1:
-            at_x_zero = xp.full_like(safe_y, -math.inf)
+            at_x_zero = xp.full_like(x + y, -math.inf)
         else:
+            only_x_zero = x_zero & ~y_zero
             at_x_zero = xp.where(
-                y_zero, xp.full_like(safe_y, _right_limit(p, 2) / 2), self._shifted(safe_y, 2)
+                y_zero,
+                xp.full_like(x + y, _right_limit(p, 2) / 2),
+                self._shifted(xp.where(only_x_zero, y, one), 2),
             )
-        at_y_zero = (p - 1.0) * self._shifted(safe_x, 2)
-        result = self._positive_confluent(safe_x, xp.where(x_zero | y_zero, safe_x, y), xp)
+        at_y_zero = (p - 1.0) * self._shifted(xp.where(y_zero & ~x_zero, x, one), 2)
+        safe_x = xp.where(x_zero | y_zero, one, x)
+        safe_y = xp.where(x_zero | y_zero, one, y)
+        result = self._positive_confluent(safe_x, safe_y, xp)
         return xp.where(x_zero, at_x_zero, xp.where(y_zero, at_y_zero, result))
 
     def second_divided_difference(self, x, y, z, /, *, xp=None):
@@ -429,25 +436,59 @@ class Power(SpectralFunction):
         return xp.where(positive, formula(safe), xp.full_like(x, at_zero))
 
     def _general_divided_difference(self, x, y, xp):
+        """``f[x, y]`` for ``p`` not a closed form; see the class notes.
+
+        With ``r = small / big`` and ``S(r, q) = (1 − r^q) / (1 − r)``,
+        ``f[x, y] = big^(p−1) · S(r, p)`` (``p > 0``) or
+        ``−(small^p / big) · S(r, −p)`` (``p < 0``), where ``big^(p−1)`` and
+        ``small^p`` are maxima of powers of the inputs (vectors, when ``x``
+        and ``y`` broadcast to a matrix): one power per eigenvalue, not per
+        pair. ``S = expm1(|p| log1p(r − 1)) / (r − 1)`` from
+        ``r − 1 = −|x − y| / big``, whose relative error ``eps`` is an absolute
+        error ``eps (1 − r) / r`` in ``log r``: it costs ``S`` at most
+        ``|p| eps r^(|p|−1)`` relative, a few ulps at every ``r`` for ``|p| > 1``.
+        For ``|p| < 1`` it grows as ``r → 0``, so there, below ``r = 1/16``:
+        the quotient ``(x^p − y^p) / (x − y)`` itself (``|p| >= 1/4``: the
+        subtraction loses at most a factor ``1 / (1 − 16^(−1/4)) = 2``), or
+        ``log r = log(small / big)`` below ``r = 1/2`` (``|p| < 1/4``, where
+        ``r^|p|`` stays near 1 far down; one more logarithm per pair).
+        """
+        p = self.p
+        q = abs(p)
+        gap = xp.abs(x - y)
         big = xp.maximum(x, y)
-        small = xp.minimum(x, y)
-        difference = xp.abs(x - y)
-        if self.p > 0:  # eigenvalues clamped at 0, so big or small may be 0
-            # A zero argument: r = 0 takes the placeholder 1 in the logarithm
-            # and its limit S = 1 below; big = 0 (both zero): f'(0).
-            some_zero = small == 0
-            both_zero = big == 0
-            big = xp.where(both_zero, xp.ones_like(big), big)
-            small = xp.where(some_zero, big, small)
-        ratio_minus_one = -difference / big
-        log_r = capped(log_ratio(ratio_minus_one, small, big, xp), xp)
-        series = xp.expm1(abs(self.p) * log_r) / capped(ratio_minus_one, xp)  # S(r, |p|)
-        if self.p > 0:
-            series = xp.where(some_zero, xp.ones_like(series), series)
-            result = self._shifted(big, 1) * series
-            return xp.where(both_zero, xp.full_like(result, _right_limit(self.p, 1)), result)
-        # small^p / big with small^p = the larger of x^p, y^p (p < 0).
-        return -(xp.maximum(x**self.p, y**self.p) * series) / big
+        tiny = constant(xp.finfo(big.dtype).smallest_normal, big, xp)
+        if p > 0:  # eigenvalues clamped at 0: big = 0 (both zero) gives r − 1 = 0.
+            big = xp.maximum(big, tiny)
+        ratio_minus_one = -gap / big
+        if q > 1:
+            # r = 0 (p > 1, a zero eigenvalue) as r = eps/2: r^p is negligible.
+            floor = constant(float(xp.finfo(big.dtype).eps) / 2 - 1.0, big, xp)
+            log_r = xp.log1p(xp.maximum(ratio_minus_one, floor))
+        elif q >= 0.25:
+            cut = constant(-15.0 / 16.0, big, xp)
+            log_r = xp.log1p(xp.maximum(ratio_minus_one, cut))
+        else:
+            small = xp.minimum(x, y)
+            if p > 0:
+                small = xp.maximum(small, tiny)
+            log_r = log_ratio(ratio_minus_one, small, big, xp)
+        series = xp.expm1(q * capped(log_r, xp)) / capped(ratio_minus_one, xp)
+        if p > 1:
+            # p − 1 is exact for p >= 1, and big^(p−1) = max(x^(p−1), y^(p−1)).
+            return xp.maximum(x ** (p - 1.0), y ** (p - 1.0)) * series
+        power_x, power_y = x**p, y**p
+        result = (xp.maximum(power_x, power_y) * series) / big
+        if p < 0:
+            result = -result
+        if 0.25 <= q < 1:
+            # x^p − y^p has the sign of p (x − y): its magnitude over |x − y|.
+            quotient = xp.abs(power_x - power_y) / xp.maximum(gap, tiny)
+            far = ratio_minus_one < constant(-15.0 / 16.0, big, xp)
+            result = xp.where(far, quotient if p > 0 else -quotient, result)
+        if 0 < p < 1:  # both zero: f'(0) = inf
+            result = xp.where(big == tiny, constant(math.inf, result, xp), result)
+        return result
 
 
 #: Exponents whose divided differences have short exact forms (no series).
