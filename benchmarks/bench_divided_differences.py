@@ -19,17 +19,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
+from _timing import time_side_by_side
+from array_api_compat import torch as xp
 
-import torch  # noqa: E402
-from _timing import time_side_by_side  # noqa: E402
-from array_api_compat import torch as xp  # noqa: E402
-
-from svdpi import functions  # noqa: E402
-from svdpi._matrix_functions import _Function  # noqa: E402
+from svdpi import functions
+from svdpi._matrix_functions import _Function
 
 
 def _eigenvalues(batch: int, n: int, dtype: torch.dtype) -> torch.Tensor:

@@ -60,7 +60,7 @@ def _exact(function: MpFunction, points: tuple[float, ...]) -> mpmath.mpf:
     return (first(hi, mid) - first(mid, lo)) / (hi - lo)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached(function: MpFunction, points: tuple[float, ...]) -> mpmath.mpf:
     # 80 digits, doubled until two precisions agree to 40 digits: nested
     # differences of a function far larger than its second derivative
@@ -72,9 +72,9 @@ def _cached(function: MpFunction, points: tuple[float, ...]) -> mpmath.mpf:
         digits *= 2
         with mpmath.workdps(digits):
             current = _exact(function, points)
-            if current == previous or abs(current - previous) <= abs(current) * mpmath.mpf(
-                10
-            ) ** (-40):
+            if current == previous or abs(current - previous) <= abs(current) * mpmath.mpf(10) ** (
+                -40
+            ):
                 return current
         if digits > 1280:
             raise ArithmeticError(f"{function.name}{points}: no 40 digits at {digits} digits")
@@ -103,7 +103,7 @@ def relative_error(actual: float, exact: mpmath.mpf) -> float:
 # ---------------------------------------------------------------- built-ins
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def power(p: float) -> MpFunction:
     """``x^p`` (``f(0)`` and its derivatives at 0 as their limits from the right)."""
     p = mpmath.mpf(p)
@@ -124,17 +124,17 @@ def power(p: float) -> MpFunction:
     return MpFunction(f"power({float(p)})", derivative(0), derivative(1), derivative(2))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def logarithm() -> MpFunction:
     return MpFunction("log", mpmath.log, lambda x: 1 / x, lambda x: -1 / x**2)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def exponential() -> MpFunction:
     return MpFunction("exp", mpmath.exp, mpmath.exp, mpmath.exp)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def clamp(minimum: float) -> MpFunction:
     """``max(x, minimum)`` with ``f'(minimum) = 1`` (torch.clamp's gradient) and ``f'' = 0``."""
     m = mpmath.mpf(minimum)
@@ -146,13 +146,13 @@ def clamp(minimum: float) -> MpFunction:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def absolute() -> MpFunction:
     """``|x|`` with ``f'(0) = 0`` and ``f'' = 0`` (torch.abs's derivatives)."""
     return MpFunction("abs", abs, mpmath.sign, lambda x: mpmath.mpf(0))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def softplus(beta: float = 1.0) -> MpFunction:
     b = mpmath.mpf(beta)
 

@@ -44,6 +44,7 @@ from ._divided_differences import (
     is_single,
     log_ratio,
     nonzero,
+    ordered_triple,
     phi2,
     ratio_series,
     truncated,
@@ -362,10 +363,13 @@ class Power(SpectralFunction):
             return _zeros(xp, x, y, z)
         if p == 2.0:
             return xp.ones_like(x + y + z)
+        # The closed forms below are products: the points are ordered first,
+        # so that every permutation of the arguments gives the same bits.
         if p == -1.0:
-            return (1.0 / x) * (1.0 / y) * (1.0 / z)
+            hi, mid, lo = ordered_triple(1.0 / x, 1.0 / y, 1.0 / z, xp)
+            return (hi * mid) * lo
         if p in (0.5, -0.5):
-            rx, ry, rz = xp.sqrt(x), xp.sqrt(y), xp.sqrt(z)
+            rx, ry, rz = ordered_triple(xp.sqrt(x), xp.sqrt(y), xp.sqrt(z), xp)
             # Reciprocals of (√x + √y), (√y + √z), (√z + √x), multiplied one
             # at a time: no intermediate overflows where the result does not.
             xy, yz, zx = rx + ry, ry + rz, rz + rx
