@@ -136,12 +136,12 @@ def exponential() -> MpFunction:
 
 @functools.cache
 def clamp(minimum: float) -> MpFunction:
-    """``max(x, minimum)`` with ``f'(minimum) = 1`` (torch.clamp's gradient) and ``f'' = 0``."""
+    """``max(x, minimum)`` with ``f'(minimum) = 0`` (torch.clamp's gradient) and ``f'' = 0``."""
     m = mpmath.mpf(minimum)
     return MpFunction(
         f"clamp({minimum})",
         lambda x: max(x, m),
-        lambda x: mpmath.mpf(1 if x >= m else 0),
+        lambda x: mpmath.mpf(1 if x > m else 0),
         lambda x: mpmath.mpf(0),
     )
 

@@ -416,7 +416,7 @@ def test_positive_powers_at_zero_are_their_limits_from_the_right(p):
 
 @pytest.mark.parametrize("function", [Clamp(0.5), Clamp(0.0), Abs()], ids=["clamp", "psd", "abs"])
 def test_kinks_follow_the_derivative_at_the_kink(function):
-    # Clamp's f'(minimum) = 1 (torch.clamp), Abs's f'(0) = 0 (torch.abs); the
+    # Clamp's f'(minimum) = 0 (torch.clamp), Abs's f'(0) = 0 (torch.abs); the
     # second divided differences at ties on the kink follow from those.
     kink = function.minimum if isinstance(function, Clamp) else 0.0
     points = sorted({kink - 1.0, kink - 1e-9, kink, kink + 1e-9, kink + 2.0, kink + 0.25})
@@ -430,9 +430,24 @@ def test_kinks_follow_the_derivative_at_the_kink(function):
     first = function.divided_difference(*_columns(pairs, np.float64))
     for value, point in zip(first, pairs, strict=True):
         assert relative_error(value, divided_difference(oracle, *point)) <= 2.3e-16, point
-    assert float(function.derivative(np.float64(kink))) == (
-        1.0 if isinstance(function, Clamp) else 0.0
-    )
+    assert float(function.derivative(np.float64(kink))) == 0.0
+
+
+def test_derivatives_at_kinks_and_softplus_match_torch_autograd():
+    torch = pytest.importorskip("torch")
+    x = torch.tensor([-1.0, 0.0, 0.25, 0.5, 0.75, 30.0], dtype=torch.float64, requires_grad=True)
+    for function, reference in (
+        (Clamp(0.5), lambda t: torch.clamp(t, min=0.5)),
+        (Clamp(0.0), torch.relu),
+        (Abs(), torch.abs),
+        (Softplus(beta=2.0), lambda t: torch.nn.functional.softplus(t, beta=2.0)),
+    ):
+        (grad,) = torch.autograd.grad(reference(x).sum(), x)
+        points = x.detach().numpy()
+        np.testing.assert_allclose(function.derivative(points), grad.numpy(), rtol=1e-15)
+        np.testing.assert_allclose(
+            function.value(points), reference(x).detach().numpy(), rtol=1e-15, atol=0
+        )
 
 
 def test_no_overflow_where_the_result_is_finite():

@@ -52,7 +52,7 @@ from ._divided_differences import (
 from ._typing import Array, Namespace
 from ._validation import check_exponent
 
-#: The values of :attr:`SpectralFunction.domain`.
+#: The values of ``SpectralFunction.domain``.
 DOMAINS = ("real", "nonnegative", "positive")
 
 
@@ -68,7 +68,7 @@ class SpectralFunction:
     """A scalar function ``f`` applied to the eigenvalues of a symmetric matrix.
 
     Every method is elementwise and takes arrays of one array API namespace,
-    broadcast against each other, already inside :attr:`domain` (the
+    broadcast against each other, already inside ``domain`` (the
     spectral maps clamp the eigenvalues first). Built-in subclasses are
     frozen dataclasses, hashable and compared by value, so that a function
     is a constant to ``torch.compile`` and a static argument to ``jax.jit``.
@@ -660,9 +660,9 @@ class Clamp(SpectralFunction):
 
     ``Clamp(0.0)`` projects onto the positive semi-definite cone; ReEig
     layers of SPD networks use a small positive ``minimum`` (1e-4 is
-    common). The derivative at ``λ == minimum`` is 1, as the gradient of
-    ``torch.clamp(x, min=minimum)`` there; ``f'' = 0`` (also at the kink, as
-    autograd frameworks have it).
+    common). The derivative at ``λ == minimum`` is 0, as the gradient of
+    ``torch.clamp(x, min=minimum)`` (and of ``relu`` at 0) there;
+    ``f'' = 0``, also at the kink, as autograd frameworks have it.
 
     Parameters
     ----------
@@ -699,7 +699,7 @@ class Clamp(SpectralFunction):
 
     def derivative(self, x, /, *, xp=None):
         xp = _namespace(xp, x)
-        return xp.astype(x >= self.minimum, x.dtype)
+        return xp.astype(x > self.minimum, x.dtype)
 
     def second_derivative(self, x, /, *, xp=None):
         return _namespace(xp, x).zeros_like(x)
@@ -713,7 +713,7 @@ class Clamp(SpectralFunction):
     def second_divided_difference(self, x, y, z, /, *, xp=None):
         xp = _namespace(xp, x, y, z)
         floor = constant(self.minimum, x, xp)
-        return hinge_second_difference(x, y, z, floor, 1.0, xp)
+        return hinge_second_difference(x, y, z, floor, 0.0, xp)
 
     def confluent_divided_difference(self, x, y, /, *, xp=None):
         return self.second_divided_difference(x, x, y, xp=xp)
