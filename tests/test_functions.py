@@ -489,6 +489,21 @@ def test_empty_and_batched_inputs_keep_their_shape_and_dtype():
         assert out.dtype == np.float32
 
 
+def test_meta_tensors_give_shapes_without_data():
+    torch = pytest.importorskip("torch")
+    from array_api_compat import torch as xp
+
+    w = torch.empty(2, 5, device="meta")
+    for function in (Power(0.5), Power(0.3), Log(), Exp(), Softplus(), Clamp(0.0), Abs()):
+        first = function.divided_difference(w[..., :, None], w[..., None, :], xp=xp)
+        second = function.second_divided_difference(
+            w[..., :, None, None], w[..., None, :, None], w[..., None, None, :], xp=xp
+        )
+        assert first.shape == (2, 5, 5)
+        assert second.shape == (2, 5, 5, 5)
+        assert second.device.type == "meta"
+
+
 # ---------------------------------------------------------------- interface
 
 

@@ -991,7 +991,7 @@ class Custom(SpectralFunction):
 
 
 def _callable_name(function: Any) -> str:
-    name = getattr(function, "__qualname__", None) or getattr(function, "__name__", None)
+    name = getattr(function, "__name__", None)
     return name if isinstance(name, str) else repr(function)
 
 
