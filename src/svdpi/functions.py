@@ -240,14 +240,19 @@ class Power(SpectralFunction):
     (never ``1 − r`` by subtraction) and an accurate ``log r``:
     ``big^(p−1) · S(r, p)`` for ``p > 0`` and ``−(small^p / big) · S(r, −p)``
     for ``p < 0`` (``r`` is never raised to a negative power, so nothing
-    overflows that the values themselves do not). ``p = ±1/2, ±1, 2`` have
-    shorter exact forms, ``1 / (√x + √y)`` for the square root.
+    overflows that the values themselves do not; ``big^(p−1)`` and
+    ``small^p`` are maxima of powers of the arguments, one power per
+    eigenvalue). Below ``r = 1/16`` and for ``|p| < 1``, the quotient or
+    ``log(small / big)`` takes over (see :doc:`/theory_functions`).
+    ``p = ±1/2, ±1, 2`` have shorter exact forms, ``1 / (√x + √y)`` for the
+    square root.
 
     Second divided differences are built from ``f[a, a, b] =
     a^(p−2) · K(log(b / a))``, ``K(λ) = p (p φ2(pλ) − φ2(λ)) / φ1(λ)²``
-    (a Taylor series whose coefficients are computed once, exactly up to
-    rounding, from ``p``) where ``|log(b / a)| <= min(1, 1/|p|)``, and
-    ``(f[a, b] − f'(a)) / (b − a)`` farther apart.
+    (a Taylor series whose coefficients follow from ``p``, with ``p − 1``
+    factored exactly) where ``|log(b / a)| <= min(1, 1/|p|)``, and
+    ``(f[a, b] − f'(a)) / (b − a)`` farther apart; near ``p = 1`` through
+    the product rule for ``λ · λ^(p−1)``.
 
     Examples
     --------
