@@ -5,7 +5,9 @@ the gradient of power iteration with deflation in the backward pass (Wang,
 Dang, Hu, Fua & Salzmann, "Backpropagation-Friendly Eigendecomposition",
 NeurIPS 2019), computed in closed form. The core is written once against the
 Python array API standard; :mod:`svdpi.torch` adds autograd and layers, and
-:mod:`svdpi.cupy` GPU fast paths.
+:mod:`svdpi.cupy` GPU fast paths. Every function of a symmetric matrix is a
+:func:`spectral_map` of a :class:`svdpi.functions.SpectralFunction`, with the
+exact (Daleckii–Krein) derivative, the paper's, and second derivatives.
 """
 
 from . import functions
@@ -19,6 +21,8 @@ from ._matrix_functions import (
     matrix_power_jvp,
     matrix_power_vjp,
 )
+from ._spectral_maps import spectral_map, spectral_map_hvp, spectral_map_jvp, spectral_map_vjp
+from ._truncation import Truncation
 from ._whitening import (
     pca_projector,
     pca_projector_vjp,
@@ -31,6 +35,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "EigResult",
+    "Truncation",
     "eig",
     "eig_jvp",
     "eig_vjp",
@@ -43,6 +48,10 @@ __all__ = [
     "matrix_power_vjp",
     "pca_projector",
     "pca_projector_vjp",
+    "spectral_map",
+    "spectral_map_hvp",
+    "spectral_map_jvp",
+    "spectral_map_vjp",
     "truncation_mask",
     "zca_whitening_matrix",
     "zca_whitening_matrix_vjp",

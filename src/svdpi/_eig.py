@@ -115,8 +115,12 @@ def eig(a: Array, /, *, check_finite: bool = True, xp: Namespace | None = None) 
         )
     # The eigenvalues of -a, ascending, are those of a, descending, with the same
     # eigenvectors: no flip afterwards (a copy, or in NumPy a negative-stride view
-    # that torch.from_numpy and many C extensions reject).
-    negated = (a + xp.matrix_transpose(a)) * -0.5
+    # that torch.from_numpy and many C extensions reject). Halved before the
+    # sum, not after: a + aᵀ overflows for entries above half the dtype's
+    # maximum, which eigh handles. (Halving is exact but for subnormal entries,
+    # and costs the same two passes.)
+    half = a * -0.5
+    negated = half + xp.matrix_transpose(half)
     # NumPy: numpy.linalg.eigh (LAPACK syevd over the batch in one C loop).
     # scipy.linalg.eigh(driver="evd") was measured no faster on single matrices
     # up to n = 1024 (0.9-1.0x; benchmarks/bench_eig.py), so it is not used.
