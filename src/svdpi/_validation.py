@@ -233,8 +233,18 @@ def check_integer(value: Any, name: str, *, minimum: int) -> int:
     return value
 
 
+#: The largest ``num_iters`` (an int64, and a float without overflow). The
+#: series it truncates has reached its limit long before: ``r^T`` underflows
+#: for every ratio ``r < 1`` below 1 − 2^-50 once ``T`` passes 2^60.
+MAX_NUM_ITERS = 2**63 - 1
+
+
 def check_num_iters(num_iters: Any) -> int:
-    return check_integer(num_iters, "num_iters", minimum=1)
+    """Require an integer in ``[1, MAX_NUM_ITERS]``."""
+    num_iters = check_integer(num_iters, "num_iters", minimum=1)
+    if num_iters > MAX_NUM_ITERS:
+        raise ValueError(f"num_iters must be at most 2**63 - 1, got {_short(num_iters)}")
+    return num_iters
 
 
 def check_mask(mask: Any, shape: tuple[int, ...], xp: Any, like: Any = None) -> None:
