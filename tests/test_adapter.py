@@ -24,7 +24,7 @@ ALLOWED = {"svdpi", "svdpi.adapter", "svdpi.functions"}
 
 
 def _svdpi_imports(path: Path) -> list[tuple[int, str]]:
-    """``(line, module)`` for every import of an svdpi module in ``path`` (relative ones skipped)."""
+    """``(line, module)`` of each import of an svdpi module in ``path`` (not relative ones)."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
