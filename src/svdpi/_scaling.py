@@ -37,26 +37,26 @@ def _constant(value: float, like: Array, xp: Namespace) -> Array:
 def unit_exponent(largest: Array, xp: Namespace) -> Array:
     """``k`` with ``2^k`` within a factor 2 of ``max(largest, smallest normal)``.
 
-    ``k`` is an integer-valued array of the eigenvalues' dtype, clipped to
-    ``[log2(smallest normal), max exponent − 1]``: the unit is a normal
-    number, and so is ``1 / unit``. (Some libraries' ``log2`` is a few ulps
-    off at powers of two, which may move ``k`` by one: any power of two near
-    the scale serves.)
+    ``k`` is an integer-valued array of the eigenvalues' dtype, at least
+    ``log2(smallest normal)`` and at most ``max exponent − 1``: the unit is a
+    normal number, and so is ``1 / unit``. (Some libraries' ``log2`` is a
+    few ulps off at powers of two, which may move ``k`` by one: any power of
+    two near the scale serves.)
     """
     finfo = xp.finfo(largest.dtype)
-    low = math.log2(finfo.smallest_normal)
-    high = math.floor(math.log2(finfo.max)) - 1
-    tiny = _constant(finfo.smallest_normal, largest, xp)
-    exponent = xp.floor(xp.log2(xp.maximum(largest, tiny)))
-    # maximum/minimum, not clip: array-api-compat's clip for CuPy assigns
-    # through a boolean mask (a host synchronisation).
-    exponent = xp.maximum(exponent, _constant(low, largest, xp))
-    return xp.minimum(exponent, _constant(high, largest, xp))
+    # The largest exponent less one: in IEEE formats that is -log2(smallest_normal)
+    # (1022 for float64, 126 for float32); log2(max) rounds to 1024 itself.
+    high = -round(math.log2(finfo.smallest_normal))
+    # + smallest_normal: at least log2 of it, and no change above 2^53 of it.
+    exponent = xp.floor(xp.log2(largest + finfo.smallest_normal))
+    # minimum, not clip: array-api-compat's clip for CuPy assigns through a
+    # boolean mask (a host synchronisation).
+    return xp.minimum(exponent, xp.full_like(exponent, high))
 
 
 def power_of_two(exponent: Array, xp: Namespace) -> Array:
     """``2^exponent`` (exact for an integer-valued exponent in the normal range)."""
-    return xp.pow(_constant(2.0, exponent, xp), exponent)
+    return 2.0**exponent
 
 
 def pieces(degree: float) -> int:

@@ -250,13 +250,13 @@ def _floor_term(fn: functions.SpectralFunction, spec: Spectrum, xp: Namespace):
     # mask, which torch.func.vmap cannot batch. Only the top eigenvalue's
     # slope is used, and only while the floor is active, so λ != 0 there.
     unit = xp.full_like(spec.lam, n * eps)
-    slope = xp.where(spec.lam < 0, -unit, unit)
-    slope = xp.where(top & spec.floor_active, slope, xp.zeros_like(slope))
+    zero = xp.zeros_like(unit)
+    slope = xp.where(spec.lam < 0, zero - unit, unit)
+    # Where the top magnitude is shared, max|λ| has no derivative: NaN.
     ties = xp.sum(xp.astype(magnitude == spec.largest, dtype), axis=-1, keepdims=True)
-    undefined = spec.floor_active & (ties > 1) & xp.any(below, axis=-1, keepdims=True)
-    slope = xp.where(top & undefined, nan_like(slope, xp), slope)
-    derivatives = fn.derivative(spec.clamped, xp=xp)
-    weight = xp.where(below, derivatives, xp.zeros_like(derivatives))
+    slope = xp.where(ties > 1, nan_like(slope, xp), slope)
+    slope = xp.where(top & spec.floor_active & xp.any(below, axis=-1, keepdims=True), slope, zero)
+    weight = xp.where(below, fn.derivative(spec.clamped, xp=xp), zero)
     return weight, slope
 
 

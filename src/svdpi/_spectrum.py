@@ -21,7 +21,7 @@ import math
 from typing import Any, NamedTuple
 
 from . import functions
-from ._scaling import _constant, largest_magnitude, power_of_two, unit_exponent
+from ._scaling import largest_magnitude, power_of_two, unit_exponent
 from ._typing import Array, Namespace
 
 
@@ -100,7 +100,7 @@ def function_floor(largest: Array, n: int, xp: Namespace) -> tuple[Array, Array]
     """
     finfo = xp.finfo(largest.dtype)
     relative = largest * (n * finfo.eps)
-    absolute = _constant(finfo.smallest_normal, largest, xp)
+    absolute = xp.full_like(relative, finfo.smallest_normal)
     return xp.maximum(relative, absolute), relative > absolute
 
 
@@ -138,7 +138,7 @@ def spectrum(
             # The floor of the true eigenvalues, in units: its absolute term
             # is smallest_normal / unit (at most 1, since unit >= smallest_normal).
             relative = largest * (n * finfo.eps)
-            absolute = _constant(finfo.smallest_normal, largest, xp) / unit
+            absolute = finfo.smallest_normal / unit
             floor, floor_active = xp.maximum(relative, absolute), relative > absolute
         clamped = xp.maximum(lam, floor)
         live = lam >= floor
@@ -202,13 +202,15 @@ def coefficient_eigenvalues(spec: Spectrum, method: str, xp: Namespace) -> Array
     finfo = xp.finfo(spec.lam.dtype)
     n = spec.lam.shape[-1]
     relative = spec.largest * (n * finfo.eps)
-    tiny = _constant(finfo.smallest_normal, spec.largest, xp)
-    zero_floor = _constant(finfo.smallest_normal / finfo.eps, spec.largest, xp)
-    if spec.exponent is not None:
+    if spec.exponent is None:
+        numerically_zero = spec.largest < finfo.smallest_normal
+        zero_floor = xp.full_like(relative, finfo.smallest_normal / finfo.eps)
+    else:
+        # In units of u = smallest_normal (the unit of a numerically zero
+        # spectrum) the zero floor is 1 / eps.
         unit = spec.unit(xp)
-        tiny = tiny / unit
-        zero_floor = zero_floor / unit
-    numerically_zero = spec.largest < tiny
+        numerically_zero = spec.largest * unit < finfo.smallest_normal
+        zero_floor = xp.full_like(relative, 1.0 / finfo.eps)
     floor = xp.where(numerically_zero, zero_floor, relative)
     return xp.maximum(spec.lam, floor)
 
