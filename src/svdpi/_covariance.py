@@ -17,11 +17,12 @@ class GroupedMoments(NamedTuple):
 
     Attributes
     ----------
-    mean : array, shape (*batch, num_groups, d)
-        The mean of each channel over the sample axes.
+    mean : array, shape (..., num_groups, d)
+        The mean of each channel over the sample axes (the leading axes are
+        the batch axes of ``x``, in their order).
     centred : array, shape of ``x``
         ``x`` minus its mean, in ``x``'s layout.
-    covariance : array, shape (*batch, num_groups, d, d)
+    covariance : array, shape (..., num_groups, d, d)
         ``X̃ X̃ᵀ / M`` for each group: the biased covariance of its ``d``
         channels over the ``M`` samples.
     count : int
@@ -137,8 +138,9 @@ def grouped_covariance(
     -------
     GroupedMoments
         ``(mean, centred, covariance, count)``; ``mean`` of shape
-        ``(*batch, num_groups, d)``, ``covariance`` of shape
-        ``(*batch, num_groups, d, d)`` with the batch axes in ``x``'s order.
+        ``(..., num_groups, d)``, ``covariance`` of shape
+        ``(..., num_groups, d, d)``, the leading axes being ``x``'s batch
+        axes (those neither channel nor sample axes), in their order.
 
     Notes
     -----
@@ -195,11 +197,11 @@ def grouped_covariance_vjp(
     ----------
     centred : array
         The centred data :func:`grouped_covariance` returned (``x``'s layout).
-    grad_mean : array, shape (*batch, num_groups, d), or None
+    grad_mean : array, shape (..., num_groups, d), or None
         Cotangent of the mean; ``None`` means zero.
     grad_centred : array, shape of ``x``, or None
         Cotangent of the centred data; ``None`` means zero.
-    grad_covariance : array, shape (*batch, num_groups, d, d), or None
+    grad_covariance : array, shape (..., num_groups, d, d), or None
         Cotangent of the covariance (only its symmetric part matters);
         ``None`` means zero.
     num_groups, channel_axis, sample_axes : optional

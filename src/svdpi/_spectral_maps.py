@@ -655,10 +655,9 @@ def spectral_map_hvp(
     Notes
     -----
     ``g[x, y, z]`` is the second divided difference of the function as
-    computed (clamp and mask included; see :func:`second_divided_differences`
-    in the theory page), finite and independent of the eigenbasis at repeated
-    eigenvalues, like the first. The result is **symmetric in ``grad`` and
-    ``tangent``**: ``hvp(Ḡ, T) == hvp(T, Ḡ)``, because
+    computed (clamp and mask included; see the theory page), finite and
+    independent of the eigenbasis at repeated eigenvalues, like the first.
+    The result is **symmetric in ``grad`` and ``tangent``**: ``hvp(Ḡ, T) == hvp(T, Ḡ)``, because
     ``<S, hvp(Ḡ, T)> = Σ_abc g[λa, λb, λc] X_ab Ẽ_bc S̃_ca`` is symmetric in
     its three arguments. So ``hvp(T2, T1)`` is also the second directional
     derivative ``d²F[T1, T2]``: what a torch double backward (the derivative

@@ -62,7 +62,7 @@ def truncation_mask(
     """Which eigenpairs to keep, by the truncation rules of the paper's layers.
 
     ``Truncation(min_eigenvalue, max_energy, energy_rule).mask(eigenvalues)``;
-    see :class:`Truncation` for the rules and the checks of the options.
+    see :class:`svdpi.Truncation` for the rules and the checks of the options.
 
     Parameters
     ----------
@@ -82,7 +82,7 @@ def truncation_mask(
         ``"inclusive"`` compares the energy up to and *including* ``j``: this
         is the rule of the paper's published code, and since the cumulative
         energy reaches 1 at the last index it always drops the smallest
-        eigenpair. Neither drops the leading eigenpair (see :class:`Truncation`).
+        eigenpair. Neither drops the leading eigenpair (see :class:`svdpi.Truncation`).
     xp : array namespace, optional
         Inferred from ``eigenvalues`` when omitted.
 
@@ -132,7 +132,7 @@ def zca_whitening_matrix(
     Notes
     -----
     Eigenvalues below the floor ``max(n · eps · max|λ|, smallest normal)``
-    (see :func:`spectral_map`) are raised to it, so a singular covariance
+    (see :func:`svdpi.spectral_map`) are raised to it, so a singular covariance
     gives a large but finite matrix; add ``eps · I`` to the covariance (as
     the paper does) or mask such pairs.
 
@@ -297,7 +297,7 @@ def pca_projector_vjp(
         eigenvalue) the projector is not differentiable and the result is
         NaN; the chain-rule methods stay finite there (``"pi"``,
         ``"taylor"``) or are infinite (``"analytic"``). This is
-        :func:`spectral_map_vjp` of ``Power(0)`` (the constant 1) with the
+        :func:`svdpi.spectral_map_vjp` of ``Power(0)`` (the constant 1) with the
         mask of the kept pairs.
     num_iters : int, default 19
         See :func:`eig_vjp`; ignored by ``"analytic"`` and ``"exact"``.

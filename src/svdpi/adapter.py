@@ -3,14 +3,14 @@
 An *adapter* (``svdpi.torch``, ``svdpi.jax``, ``svdpi.cupy``, or a package of
 someone else's) gives a framework the core's maths: autograd rules around
 the core's derivatives, layers, and faster implementations of a few
-internal steps. It imports from :mod:`svdpi` (the public API) and from this
+internal steps. It imports from ``svdpi`` (the public API) and from this
 module, nothing else: the private modules ``svdpi._*`` may change in any
 release; the names here change only with a note in the changelog. The
 test suite checks that svdpi's own adapters keep to this.
 
 The floors, from the bottom up: the **core** (array API only, no framework
 imported), the **adapters** (framework glue over the core, plus native fast
-paths registered through :func:`register`), the **layers** (modules built
+paths registered through ``register``), the **layers** (modules built
 on an adapter). See the architecture page of the documentation.
 
 Argument checks
@@ -18,39 +18,39 @@ Argument checks
 The checks the core's public functions make, for an adapter's entry points
 to give the same errors (they read metadata only, never array values):
 
-- :func:`check_floating`, :func:`check_square`, :func:`check_eigenpairs`,
-  :func:`check_like`, :func:`check_mask`, :func:`check_companion` (same
-  library and device as a reference array), :func:`namespace_of`;
-- :func:`check_method` with :data:`METHODS` (the eigenpairs' methods) or
-  :data:`MATRIX_FUNCTION_METHODS` (spectral maps, ``"exact"`` included),
-  :func:`check_second_order` (only ``"exact"`` has a second derivative),
-  :func:`check_num_iters`, :func:`check_integer`, :func:`check_exponent`,
-  :func:`check_real_option`, :func:`check_function` (a
+- ``check_floating``, ``check_square``, ``check_eigenpairs``,
+  ``check_like``, ``check_mask``, ``check_companion`` (same
+  library and device as a reference array), ``namespace_of``;
+- ``check_method`` with ``METHODS`` (the eigenpairs' methods) or
+  ``MATRIX_FUNCTION_METHODS`` (spectral maps, ``"exact"`` included),
+  ``check_second_order`` (only ``"exact"`` has a second derivative),
+  ``check_num_iters``, ``check_integer``, ``check_exponent``,
+  ``check_real_option``, ``check_function`` (a
   :class:`~svdpi.functions.SpectralFunction`).
 
 Native fast paths (:mod:`svdpi._dispatch`'s contract)
 ------------------------------------------------------
-- :func:`register` ``(library, **steps)``: called by an adapter on import
-  with the steps of :data:`STEPS` it implements for its arrays;
-- :data:`DECLINED` (a step's "run the generic code" answer, never
+- ``register`` ``(library, **steps)``: called by an adapter on import
+  with the steps of ``STEPS`` it implements for its arrays;
+- ``DECLINED`` (a step's "run the generic code" answer, never
   ``None``) and its type ``Decline``;
-- :func:`native_paths`: a context manager that turns the fast paths off,
+- ``native_paths``: a context manager that turns the fast paths off,
   for benchmarks and tests that compare them with the generic code;
 - the generic code a native step must reproduce to round-off:
-  :func:`coefficient_product` (the ``"coefficient_product"`` step) and the
-  floor it clamps eigenvalues to, :func:`eigenvalue_floor`.
+  ``coefficient_product`` (the ``"coefficient_product"`` step) and the
+  floor it clamps eigenvalues to, ``eigenvalue_floor``.
 
 Finiteness
 ----------
-- :func:`all_finite` ``(a, xp)``: the check ``svdpi.eig(check_finite=True)``
+- ``all_finite`` ``(a, xp)``: the check ``svdpi.eig(check_finite=True)``
   makes (one host read; lazy arrays are not read).
 
 Eigenpairs and their derivatives
 --------------------------------
-- :func:`vjp_from_projected`: :func:`svdpi.eig_vjp` given ``Vᵀ ḡV`` instead
+- ``vjp_from_projected``: :func:`svdpi.eig_vjp` given ``Vᵀ ḡV`` instead
   of ``ḡV`` (a framework's backward pass often has the former), with the
   arguments already checked;
-- :func:`project_symmetric`: ``Vᵀ sym(X) V``.
+- ``project_symmetric``: ``Vᵀ sym(X) V``.
 
 Layers' statistics
 ------------------
@@ -59,7 +59,7 @@ Layers' statistics
   of groups of channels, in any layout (the generic code of a whitening
   layer's statistics, and the reference of a fused kernel);
 - :class:`svdpi.Truncation`, re-exported here: the truncation options,
-  checked once, and their mask; :func:`check_truncation` checks the options
+  checked once, and their mask; ``check_truncation`` checks the options
   given one by one and returns their ``Truncation`` (kept for the layers
   that take them as separate arguments).
 
