@@ -228,3 +228,22 @@ def test_an_overflowing_entry_leaves_the_representable_ones_finite(xp, method):
         np.testing.assert_allclose(got[0, 0], -0.5 * lam[0] ** -1.5, rtol=1e-6)
         expected = (lam[0] ** -0.5 - lam[1] ** -0.5) / (lam[0] - lam[1])
         np.testing.assert_allclose(got[0, 1], expected, rtol=1e-6)
+
+
+def test_eig_of_a_symmetric_matrix_negates_it_exactly(xp):
+    """The symmetrisation is exact for a symmetric input, subnormal entries too."""
+    if xp.__name__.startswith("jax"):
+        pytest.skip("JAX flushes subnormal numbers to zero on the CPU")
+    a = np.diag([1.5e-323, 5e-324])
+    w, _ = svdpi.eig(from_numpy(xp, a))
+    np.testing.assert_array_equal(to_numpy(w), [1.5e-323, 5e-324])
+
+
+def test_an_enormous_exponent_saturates(xp):
+    """p = 1e308: the rescaling is a few factors (it was ceil(|p|) of them), and saturates."""
+    w, v = from_numpy(xp, np.array([2.0, 1.0])), from_numpy(xp, np.eye(2))
+    with np.errstate(over="ignore"):
+        result = to_numpy(svdpi.matrix_power(w, v, 1e308))
+        tiny = to_numpy(svdpi.matrix_power(w, v, -1e308))
+    np.testing.assert_array_equal(result, [[np.inf, 0.0], [0.0, 1.0]])
+    np.testing.assert_array_equal(tiny, [[0.0, 0.0], [0.0, 1.0]])

@@ -59,9 +59,15 @@ def power_of_two(exponent: Array, xp: Namespace) -> Array:
     return 2.0**exponent
 
 
+#: At most this many factors: three factors of at most 2^±(max exponent − 1)
+#: take any normal number to 0 or beyond the maximum, where a larger degree
+#: (an exponent of 1e300) saturates anyway.
+MAX_PIECES = 3
+
+
 def pieces(degree: float) -> int:
     """How many factors ``2^(k·degree)`` is applied in, so that each one is a normal number."""
-    return max(1, math.ceil(abs(degree) - 1e-12))
+    return min(MAX_PIECES, max(1, math.ceil(abs(degree) - 1e-12)))
 
 
 def rescale(x: Array, exponent: Array | None, degree: float, xp: Namespace) -> Array:
@@ -76,7 +82,12 @@ def rescale(x: Array, exponent: Array | None, degree: float, xp: Namespace) -> A
     if exponent is None or degree == 0.0:
         return x
     count = pieces(degree)
-    factor = power_of_two(exponent * (degree / count), xp)
+    # Each factor's exponent within ±(max exponent − 1), where it is a normal
+    # number (|exponent| <= that bound, so this only acts for |degree| > 3).
+    high = -round(math.log2(xp.finfo(exponent.dtype).smallest_normal))
+    step = exponent * (degree / count)
+    step = xp.minimum(xp.maximum(step, xp.full_like(step, -high)), xp.full_like(step, high))
+    factor = power_of_two(step, xp)
     for _ in range(count):  # at most a few: ceil(|degree|), a static count
         x = x * factor
     return x
