@@ -6,7 +6,7 @@ Dang, Hu, Fua & Salzmann, "Backpropagation-Friendly Eigendecomposition",
 NeurIPS 2019), computed in closed form. The core is written once against the
 Python array API standard; :mod:`svdpi.torch` adds autograd and layers, and
 :mod:`svdpi.cupy` GPU fast paths. Every function of a symmetric matrix is a
-:func:`spectral_map` of a :class:`svdpi.functions.SpectralFunction`, with the
+:func:`spectral_map` of a ``svdpi.functions.SpectralFunction``, with the
 exact (Daleckii–Krein) derivative, the paper's, and second derivatives.
 """
 

@@ -3,7 +3,7 @@
 One implementation for every function of a symmetric matrix: the matrix
 functions (:func:`svdpi.matrix_power`, :func:`svdpi.matrix_log`), the ZCA
 whitening matrix and the PCA projector are calls of these with a
-:class:`~svdpi.functions.SpectralFunction` and a mask. With
+``SpectralFunction`` and a mask. With
 ``φ_j = mask_j · f(clamp(λ_j))`` (the clamp of the function's domain, see
 :mod:`svdpi._spectrum`):
 
@@ -49,7 +49,7 @@ from ._validation import (
 
 
 def check_function(fn: Any, name: str = "fn") -> functions.SpectralFunction:
-    """Require a :class:`~svdpi.functions.SpectralFunction` with a known domain."""
+    """Require a ``SpectralFunction`` with a known domain."""
     if not isinstance(fn, functions.SpectralFunction):
         raise TypeError(
             f"{name} must be a svdpi.functions.SpectralFunction (e.g. svdpi.functions.Power(0.5) "
@@ -129,7 +129,7 @@ def spectral_map(
         Eigenpairs of ``A`` (a batch of them), as returned by :func:`eig`.
     fn : svdpi.functions.SpectralFunction
         The function applied to the eigenvalues: a built-in of
-        :mod:`svdpi.functions` (``Power(0.5)``, ``Log()``, ...) or a user's
+        ``svdpi.functions`` (``Power(0.5)``, ``Log()``, ...) or a user's
         (``Custom(f, df)`` or a subclass of ``SpectralFunction``).
     mask : array of bool, shape (..., n), optional
         Eigenpairs to use (e.g. from :func:`truncation_mask`); the others
@@ -468,8 +468,8 @@ def spectral_map_vjp(
     ``f(floor) / floor`` off the diagonal, which overflows for the negative
     powers and the logarithm (``±inf``, never NaN).
 
-    The derivatives of :class:`~svdpi.functions.Power` and
-    :class:`~svdpi.functions.Log` are computed on the eigenvalues divided by
+    The derivatives of ``Power`` and
+    ``Log`` are computed on the eigenvalues divided by
     a power of two near ``max|λ|`` and rescaled at the end: finite where the
     true gradient is representable, ``±inf`` where it overflows.
 

@@ -2,11 +2,11 @@
 
 For ``F(A) = V diag(φ) Vᵀ`` with ``φ_j = mask_j · f(clamp(λ_j))`` everything
 the forward and the derivatives need about the spectrum is computed here,
-once, from the eigenvalues, the function's :attr:`~svdpi.functions.SpectralFunction.domain`
+once, from the eigenvalues, the function's ``domain``
 and the mask:
 
 * **units** (:mod:`svdpi._scaling`): for the homogeneous built-ins
-  (:class:`~svdpi.functions.Power`, :class:`~svdpi.functions.Log`, whose
+  (``Power``, ``Log``, whose
   derivatives scale as a power of the matrix) the derivatives are computed
   on ``λ / u`` for a per-matrix power of two ``u ≈ max|λ|`` and rescaled at
   the end; any other function is evaluated as it is (``u = 1``);

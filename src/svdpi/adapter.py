@@ -26,7 +26,7 @@ to give the same errors (they read metadata only, never array values):
   ``check_second_order`` (only ``"exact"`` has a second derivative),
   ``check_num_iters``, ``check_integer``, ``check_exponent``,
   ``check_real_option``, ``check_function`` (a
-  :class:`~svdpi.functions.SpectralFunction`).
+  ``SpectralFunction``).
 
 Native fast paths (:mod:`svdpi._dispatch`'s contract)
 ------------------------------------------------------
