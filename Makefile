@@ -35,10 +35,13 @@ test-modules: venv
 # A short, real run of the CIFAR example: ZCA ResNet (d = 4, narrow) for 3 short
 # epochs. CIFAR-10 is used when it is on disk or can be downloaded; otherwise
 # the run says so and trains on the built-in synthetic CIFAR-shaped data set.
+# --overwrite: a second `make demo` replaces the first demo's run (train.py
+# refuses to write into a folder holding a run without it).
 demo: venv
 	$(PY) examples/zca_resnet_cifar/train.py --dataset cifar10 --fallback-synthetic \
 		--synthetic-size 4000 --norm zca --group-size 4 --width 16 --batch-size 64 \
-		--lr 0.05 --milestones "" --epochs 3 --max-steps 30 --threads 1 --out-dir runs/demo
+		--lr 0.05 --milestones "" --epochs 3 --max-steps 30 --threads 1 --out-dir runs/demo \
+		--overwrite
 	$(PY) examples/degenerate_gradient.py
 
 docs: venv
@@ -55,6 +58,30 @@ format: venv
 bench: venv
 	$(PY) benchmarks/bench_eig.py
 	$(PY) benchmarks/bench_eig_jax.py
+
+# One prepared run on a machine with a CUDA GPU, at most GPU_CHECK_TIME_LIMIT
+# seconds (540): the GPU tests and the GPU timing tables, in one Markdown
+# report, $(GPU_CHECK_OUT)/gpu_check_report.md (see benchmarks/gpu_check.sh and
+# docs/benchmarks.rst). Through .venv, with CuPy added (CUPY_SPEC: the wheel for
+# the CUDA of TORCH_SPEC's PyTorch, CUDA 13 for the pinned one). Where python3
+# already has PyTorch, CuPy and pytest and there is no network (a lent GPU
+# machine): `make gpu-check GPU_PYTHON=python3`, which builds and installs
+# nothing (array-api-compat from .whl/ if missing, see gpu_check.sh).
+# GPU_CHECK_ARGS go to benchmarks/gpu_check.py (e.g. "--skip tests").
+GPU_PYTHON ?=
+CUPY_SPEC ?= cupy-cuda13x
+GPU_CHECK_OUT ?= runs/gpu_check
+GPU_CHECK_ARGS ?=
+
+.PHONY: gpu-check
+gpu-check:
+ifeq ($(strip $(GPU_PYTHON)),)
+	$(MAKE) venv
+	$(PY) -c "import cupy" 2>/dev/null || $(PY) -m pip install "$(CUPY_SPEC)"
+	PYTHON=$(PY) bash benchmarks/gpu_check.sh $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
+else
+	PYTHON=$(GPU_PYTHON) bash benchmarks/gpu_check.sh $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
+endif
 
 clean:
 	rm -rf $(VENV) build dist docs/_build src/*.egg-info

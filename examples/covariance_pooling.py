@@ -92,9 +92,25 @@ def mean_loss(losses: list[float], first: bool, window: int = 20) -> float:
     return sum(part) / len(part)
 
 
+def _int_in(low: int, high: int | None = None):
+    """An argparse type: an integer ``>= low`` (and ``<= high``), else argparse's error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer; got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"must be {bound}; got {text!r}")
+        return value
+
+    return parse
+
+
 def main(argv=None) -> dict[str, list[float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=Config.steps)
+    parser.add_argument("--steps", type=_int_in(1), default=Config.steps)
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     args = parser.parse_args(argv)
     config = Config(steps=args.steps)

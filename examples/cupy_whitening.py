@@ -276,6 +276,22 @@ def train(
     return [float(loss) for loss in losses]
 
 
+def _int_in(low: int, high: int | None = None):
+    """An argparse type: an integer ``>= low`` (and ``<= high``), else argparse's error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer; got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"must be {bound}; got {text!r}")
+        return value
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -284,9 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         default="cupy",
         help="array library (default: cupy, which needs a CUDA GPU)",
     )
-    parser.add_argument("--steps", type=int, default=Config.steps)
+    parser.add_argument("--steps", type=_int_in(1), default=Config.steps)
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--seed", type=int, default=Config.seed)
+    parser.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=Config.seed)
     parser.add_argument(
         "--no-gradient-check",
         action="store_true",

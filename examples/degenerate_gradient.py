@@ -11,6 +11,8 @@ Run: ``python examples/degenerate_gradient.py``
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 
 import svdpi.torch
@@ -44,7 +46,9 @@ def torch_eigh_descending(a):
     return eigenvalues.flip(-1), eigenvectors.flip(-1)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    # No options: --help describes the script, anything else is an error.
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     x = torch.randn(6, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     print("‖d loss / d a‖ as the two smallest eigenvalues merge (float64):\n")
     print(f"{'gap':>8} | {'torch.linalg.eigh':>18} | {'svdpi (pi, T=19)':>17}")

@@ -167,16 +167,39 @@ def train(config: Config, *, verbose: bool = True) -> dict[str, Any]:
     return result
 
 
+def _int_in(low: int, high: int | None = None):
+    """An argparse type: an integer ``>= low`` (and ``<= high``), else argparse's error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer; got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"must be {bound}; got {text!r}")
+        return value
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=Config.steps)
+    parser.add_argument("--steps", type=_int_in(1), default=Config.steps)
     parser.add_argument(
         "--method", default=Config.method, choices=["pi", "taylor", "analytic", "exact"]
     )
-    parser.add_argument("--num-iters", type=int, default=Config.num_iters)
-    parser.add_argument("--groups", type=int, default=Config.groups)
-    parser.add_argument("--seed", type=int, default=Config.seed)
+    parser.add_argument("--num-iters", type=_int_in(1), default=Config.num_iters)
+    parser.add_argument(
+        "--groups",
+        type=_int_in(1),
+        default=Config.groups,
+        help=f"whitening groups; must divide the {Config.hidden} hidden features",
+    )
+    parser.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=Config.seed)
     args = parser.parse_args(argv)
+    if Config.hidden % args.groups:
+        parser.error(f"--groups {args.groups} must divide the {Config.hidden} hidden features")
     config = replace(
         Config(),
         steps=args.steps,

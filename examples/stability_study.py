@@ -1,7 +1,8 @@
 """Stability study: does training with a ZCA whitening layer survive its eigendecomposition?
 
-Reproduces, on synthetic CIFAR-shaped data and a CPU, the central experiment of
-Wang et al. (NeurIPS 2019, Table 1): the same small network with a group ZCA
+Reproduces, on a CPU, the central experiment of Wang et al. (NeurIPS 2019,
+Table 1), on synthetic CIFAR-shaped images or (``--dataset digits``) on real
+ones, scikit-learn's handwritten digits: the same small network with a group ZCA
 whitening layer after its first convolution is trained with four ways of
 differentiating the eigendecomposition of each group's covariance:
 
@@ -35,6 +36,8 @@ accuracy at the end. Results go to ``OUTPUT/stability.md`` (a Markdown table),
 Usage::
 
     python examples/stability_study.py --output docs/_static/stability
+    python examples/stability_study.py --dataset digits --seeds 3 \\
+        --output docs/_static/stability_digits
     python examples/stability_study.py --quick --output /tmp/stability   # seconds
 """
 
@@ -292,6 +295,61 @@ def synthetic_cifar(
     return x_train.contiguous(), y_train, x_test.contiguous(), y_test
 
 
+def digits_images(
+    image_size: int = 16,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Real images: scikit-learn's handwritten digits, upsampled, as three-channel images.
+
+    The 1797 8×8 grey images bundled with scikit-learn
+    (:func:`sklearn.datasets.load_digits`, nothing is downloaded), scaled to
+    [0, 1], upsampled bilinearly to ``image_size``, standardised with the
+    training set's mean and standard deviation and repeated over three
+    channels (the network's input is RGB-shaped). The split is fixed: every
+    fourth image (index ``3 mod 4``) is held out, 449 test and 1348
+    training images with every class in both.
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as error:  # pragma: no cover - scikit-learn is in the examples extra
+        raise ImportError(
+            "--dataset digits needs scikit-learn (pip install scikit-learn, or the "
+            "'examples' extra of svdpi)"
+        ) from error
+    digits = load_digits()
+    images = torch.as_tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
+    labels = torch.as_tensor(digits.target, dtype=torch.long)
+    if image_size != images.shape[-1]:
+        images = F.interpolate(
+            images, size=(image_size, image_size), mode="bilinear", align_corners=False
+        )
+    test = torch.arange(len(labels)) % 4 == 3
+    mean, std = images[~test].mean(), images[~test].std()
+    images = ((images - mean) / std).expand(-1, 3, -1, -1)
+    return (
+        images[~test].contiguous(),
+        labels[~test],
+        images[test].contiguous(),
+        labels[test],
+    )
+
+
+DIGITS_SPLIT = (1348, 449)  # training and test images of digits_images
+
+
+def load_data(args: argparse.Namespace) -> tuple[torch.Tensor, ...]:
+    """The images and labels the study trains and tests on, as the settings ask."""
+    if args.dataset == "digits":
+        x_train, y_train, x_test, y_test = digits_images(args.image_size)
+        # Fixed subsets (the first images of each part) when fewer are asked for.
+        return (
+            x_train[: args.train_size],
+            y_train[: args.train_size],
+            x_test[: args.test_size],
+            y_test[: args.test_size],
+        )
+    return synthetic_cifar(args.train_size, args.test_size, args.image_size)
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -411,6 +469,8 @@ def summarize(results: Sequence[RunResult]) -> list[dict]:
                         if diverged
                         else None
                     ),
+                    # Over every run, the diverged ones up to their last finite step.
+                    "max_gradient_norm": max(r.max_gradient_norm for r in runs),
                 }
             )
     return rows
@@ -419,8 +479,8 @@ def summarize(results: Sequence[RunResult]) -> list[dict]:
 def markdown_table(rows: Sequence[dict]) -> str:
     lines = [
         "| d | method | runs | diverged | diverged % | test accuracy of the others "
-        "| median step of divergence |",
-        "|---:|:---|---:|---:|---:|:---|---:|",
+        "| median step of divergence | largest gradient norm |",
+        "|---:|:---|---:|---:|---:|:---|---:|---:|",
     ]
     for row in rows:
         if row["accuracy_mean"] is None:
@@ -431,14 +491,16 @@ def markdown_table(rows: Sequence[dict]) -> str:
         lines.append(
             f"| {row['d']} | {row['method']} | {row['runs']} | {row['diverged']} "
             f"| {100 * row['diverged_fraction']:.0f} % | {accuracy} "
-            f"| {'–' if step is None else f'{step:.0f}'} |"
+            f"| {'–' if step is None else f'{step:.0f}'} | {row['max_gradient_norm']:.3g} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def csv_table(rows: Sequence[dict]) -> str:
     """The summary as CSV (for Sphinx's ``csv-table``), the same columns as the Markdown."""
-    lines = ["d,method,runs,diverged,diverged %,test accuracy of the others (%)"]
+    lines = [
+        "d,method,runs,diverged,diverged %,test accuracy of the others (%),largest gradient norm"
+    ]
     for row in rows:
         if row["accuracy_mean"] is None:
             accuracy = "–"
@@ -446,7 +508,7 @@ def csv_table(rows: Sequence[dict]) -> str:
             accuracy = f"{100 * row['accuracy_mean']:.1f} ± {100 * row['accuracy_std']:.1f}"
         lines.append(
             f"{row['d']},{row['method']},{row['runs']},{row['diverged']},"
-            f"{100 * row['diverged_fraction']:.0f},{accuracy}"
+            f"{100 * row['diverged_fraction']:.0f},{accuracy},{row['max_gradient_norm']:.3g}"
         )
     return "\n".join(lines) + "\n"
 
@@ -492,11 +554,15 @@ def write_reports(record: dict, output: Path) -> list[dict]:
     results = [RunResult(**run) for run in record["runs"]]
     rows = summarize(results)
     args = record["settings"]
+    size = f"{args['image_size']}×{args['image_size']}"
+    if args.get("dataset", "synthetic") == "digits":  # records of 0.2 have no "dataset"
+        images = f"{args['train_size']} real {size} images (scikit-learn's digits, upsampled)"
+    else:
+        images = f"{args['train_size']} synthetic {size} images"
     header = (
         f"Stability study: {args['seeds']} seeds × {args['steps']} SGD steps (batch "
         f"{args['batch_size']}, lr {args['lr']}, momentum 0.9, weight decay 5e-4) on "
-        f"{args['train_size']} synthetic {args['image_size']}×{args['image_size']} images, "
-        f"truncation: {args['truncation']}; float32. Machine: {record['machine']}. "
+        f"{images}, truncation: {args['truncation']}; float32. Machine: {record['machine']}. "
         f"Wall time {record['seconds']:.0f} s.\n"
     )
     (output / "stability.md").write_text(header + "\n" + markdown_table(rows))
@@ -528,16 +594,102 @@ def machine_description() -> str:
 # --------------------------------------------------------------------------- entry point
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+# What --quick changes, and the defaults otherwise: an option given on the
+# command line always wins over both.
+DEFAULTS = {
+    "group_sizes": [4, 16, 64],
+    "seeds": 5,
+    "steps": 150,
+    "batch_size": 128,
+    "image_size": 16,
+    "train_size": 4096,
+    "test_size": 1000,
+}
+QUICK = {
+    "group_sizes": [4, 16],
+    "seeds": 1,
+    "steps": 3,
+    "batch_size": 16,
+    "image_size": 8,
+    "train_size": 64,
+    "test_size": 32,
+}
+CHANNELS = 64  # of the whitened layer: every group size must divide it
+
+
+def _int_in(low: int, high: int | None = None):
+    """An argparse type: an integer ``>= low`` (and ``<= high``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer; got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"must be {bound}; got {text!r}")
+        return value
+
+    return parse
+
+
+def _group_size(text: str) -> int:
+    value = _int_in(1)(text)
+    if CHANNELS % value:
+        divisors = [d for d in range(1, CHANNELS + 1) if CHANNELS % d == 0]
+        raise argparse.ArgumentTypeError(
+            f"must divide the {CHANNELS} whitened channels ({', '.join(map(str, divisors))}); "
+            f"got {text!r}"
+        )
+    return value
+
+
+def _learning_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number; got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0; got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    def default(name: str) -> str:
+        return f"(default: {DEFAULTS[name]}; --quick: {QUICK[name]})"
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=Path("runs/stability"))
-    parser.add_argument("--group-sizes", type=int, nargs="+", default=[4, 16, 64])
+    parser.add_argument(
+        "--dataset",
+        choices=["synthetic", "digits"],
+        default="synthetic",
+        help="synthetic CIFAR-shaped images, or scikit-learn's handwritten digits (real "
+        "images, upsampled to --image-size, three channels, a fixed split of 1348 training "
+        "and 449 test images; needs scikit-learn)",
+    )
+    parser.add_argument(
+        "--group-sizes",
+        type=_group_size,
+        nargs="+",
+        help=f"d, channels per whitened group; each must divide {CHANNELS} "
+        + default("group_sizes"),
+    )
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--seeds", type=int, default=5, help="runs per (d, method)")
-    parser.add_argument("--steps", type=int, default=150, help="SGD steps per run")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.1, help="the paper's learning rate")
-    parser.add_argument("--pi-iters", type=int, default=19, help="steps per eigenvector, pi-only")
+    parser.add_argument(
+        "--seeds", type=_int_in(1), help="runs per (d, method) " + default("seeds")
+    )
+    parser.add_argument("--steps", type=_int_in(1), help="SGD steps per run " + default("steps"))
+    parser.add_argument("--batch-size", type=_int_in(2), help=default("batch_size"))
+    parser.add_argument(
+        "--lr", type=_learning_rate, default=0.1, help="the paper's learning rate (default: 0.1)"
+    )
+    parser.add_argument(
+        "--pi-iters",
+        type=_int_in(1),
+        default=19,
+        help="steps per eigenvector, pi-only (default: 19)",
+    )
     parser.add_argument(
         "--truncation",
         choices=["paper", "none"],
@@ -545,12 +697,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="'paper': keep eigenpairs with λ > eps and inclusive energy < 1 − eps; "
         "'none': whiten with every eigenpair",
     )
-    parser.add_argument("--image-size", type=int, default=16)
-    parser.add_argument("--train-size", type=int, default=4096)
-    parser.add_argument("--test-size", type=int, default=1000)
+    parser.add_argument(
+        "--image-size", type=_int_in(1), help="pixels per side " + default("image_size")
+    )
+    parser.add_argument(
+        "--train-size",
+        type=_int_in(2),
+        help=f"{default('train_size')}; with --dataset digits at most {DIGITS_SPLIT[0]}, all "
+        "of them by default",
+    )
+    parser.add_argument(
+        "--test-size",
+        type=_int_in(1),
+        help=f"{default('test_size')}; with --dataset digits at most {DIGITS_SPLIT[1]}, all "
+        "of them by default",
+    )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=_int_in(1),
         default=1,
         help="torch CPU threads (1: the small kernels here gain little from more, and "
         "a busy machine makes multi-threaded runs slow and erratic)",
@@ -561,28 +725,68 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="only rewrite the table and plot from OUTPUT/stability.json of an earlier run",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="a tiny configuration that runs in seconds"
+        "--quick",
+        action="store_true",
+        help="a tiny configuration that runs in seconds; options given explicitly keep "
+        "their values",
     )
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The settings: explicit options, else ``--quick``'s values, else the defaults."""
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.quick:
-        args.group_sizes = [4, 16]
-        args.seeds = 1
-        args.steps = 3
-        args.batch_size = 16
-        args.image_size = 8
-        args.train_size = 64
-        args.test_size = 32
+    fallback = QUICK if args.quick else DEFAULTS
+    digits = args.dataset == "digits"
+    for name, value in fallback.items():
+        if getattr(args, name) is not None:
+            continue
+        if digits and name in ("train_size", "test_size") and not args.quick:
+            value = DIGITS_SPLIT[name == "test_size"]  # the whole split
+        setattr(args, name, value)
+    if len(set(args.group_sizes)) != len(args.group_sizes):
+        parser.error(f"--group-sizes has repeated values: {args.group_sizes}")
+    if len(set(args.methods)) != len(args.methods):
+        parser.error(f"--methods has repeated values: {args.methods}")
+    if digits:
+        for name, most in zip(("train_size", "test_size"), DIGITS_SPLIT, strict=True):
+            if getattr(args, name) > most:
+                parser.error(
+                    f"--{name.replace('_', '-')} {getattr(args, name)}: the digits data set "
+                    f"has {most} {name.split('_')[0]} images"
+                )
+    if args.batch_size > args.train_size:
+        # No full batch: the training loop would never take a step.
+        parser.error(
+            f"--batch-size {args.batch_size} is larger than the {args.train_size} training images"
+        )
+    output = args.output
+    if output.exists() and not output.is_dir():
+        parser.error(f"--output {output} is a file, not a folder")
+    existing = next(p for p in (output, *output.parents) if p.exists())
+    if not existing.is_dir():
+        parser.error(f"--output {output}: {existing} is a file, so no folder can be made under it")
+    if args.report_only and not (output / "stability.json").is_file():
+        parser.error(
+            f"--report-only: no earlier run in {output} (it has no stability.json); run the "
+            "study without --report-only first"
+        )
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     if args.report_only:
-        record = json.loads((args.output / "stability.json").read_text())
-        return write_reports(record, args.output)
+        path = args.output / "stability.json"
+        try:
+            record = json.loads(path.read_text())
+            return write_reports(record, args.output)
+        except (ValueError, KeyError, TypeError) as error:
+            build_parser().error(f"--report-only: {path} is not a record of this study ({error})")
     torch.set_num_threads(args.threads)
     args.output.mkdir(parents=True, exist_ok=True)
-    data = synthetic_cifar(args.train_size, args.test_size, args.image_size)
+    data = load_data(args)
     began = time.perf_counter()
     results = []
     for d in args.group_sizes:

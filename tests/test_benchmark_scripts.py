@@ -1,8 +1,7 @@
-"""The device check (benchmarks/gpu_check.sh, gpu_check.py) in its CPU mode.
+"""The benchmark scripts in their quick modes, and the CUDA-event timer on fake events.
 
-So the one GPU run a session gets does not fail on a typo: every table is
-built here with NumPy / PyTorch on the CPU, the wrapper's staging of the
-package is exercised, and the CUDA-event timer runs on fake events.
+The device check itself (benchmarks/gpu_check.sh, gpu_check.py) is tested in
+tests/test_gpu_check.py.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -83,160 +81,6 @@ def test_event_timer_measures_and_ranks(bench, monkeypatch):
 def test_cuda_events_rejects_an_unknown_library(bench):
     with pytest.raises(ValueError, match="library must be"):
         bench["_timing"].cuda_events("jax")
-
-
-@pytest.fixture
-def fake_zca_layer(monkeypatch):
-    torch = pytest.importorskip("torch")
-    import svdpi.torch
-
-    class FakeZCA(torch.nn.Module):
-        """The constructor of svdpi.torch.ZCAWhitening, BatchNorm's maths."""
-
-        def __init__(self, num_features, num_groups=1):
-            super().__init__()
-            assert num_features % num_groups == 0
-            self.norm = torch.nn.BatchNorm2d(num_features)
-
-        def forward(self, x):
-            return self.norm(x)
-
-    if not hasattr(svdpi.torch, "ZCAWhitening"):
-        monkeypatch.setattr(svdpi.torch, "ZCAWhitening", FakeZCA, raising=False)
-
-
-def test_cpu_mode_writes_every_table(bench, tmp_path, capsys, fake_zca_layer, one_torch_thread):
-    assert bench["gpu_check"].main(["--device", "cpu", "--quick", "--out", str(tmp_path)]) == 0
-    text = (tmp_path / "gpu_check.md").read_text()
-    assert text == capsys.readouterr().out.split("written:")[0]
-    assert "CPU only" in text
-    assert "not GPU numbers" in text
-    for heading in (
-        "### eig forward + VJP (and forward only)",
-        "### eig_vjp alone (NumPy)",
-        "### ZCA whitening layer vs BatchNorm2d, forward + backward",
-    ):
-        assert heading in text
-    assert "| 8 × 4 |" in text
-    assert "| 2 × 16 |" in text
-    assert "svdpi NumPy fwd+VJP" in text
-    assert "torch eigh fwd+bwd" in text
-    assert "ZCA d=4" in text
-    assert "ZCA d=16" in text
-    assert "CuPy eigensolver table skipped: --device cpu" in text
-
-
-def test_dry_run_lists_the_plan(bench, tmp_path, capsys):
-    assert bench["gpu_check"].main(["--device", "cpu", "--dry-run", "--out", str(tmp_path)]) == 0
-    text = (tmp_path / "gpu_check_plan.md").read_text()
-    assert "dry run: nothing timed" in text
-    for shape in ("512 × 4", "512 × 32", "64 × 64", "1 × 512"):
-        assert f"- {shape}: svdpi NumPy fwd+VJP" in text
-    assert "ZCA input (128, 64, 32, 32)" in text
-
-
-def test_cuda_mode_without_a_gpu_explains(bench, capsys):
-    env = bench["gpu_check"].detect("cuda")
-    if env.cupy is not None or env.torch is not None:
-        pytest.skip("a CUDA device is present")
-    assert bench["gpu_check"].main(["--device", "cuda", "--dry-run"]) == 2
-    assert "use --device cpu" in capsys.readouterr().err
-
-
-@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-def test_wrapper_stages_the_package_and_runs(tmp_path):
-    script = BENCHMARKS / "gpu_check.sh"
-    assert os.access(script, os.X_OK)
-    syntax = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
-    assert syntax.returncode == 0, syntax.stderr
-    env = {**os.environ, "PYTHON": sys.executable}
-    env.pop("OUT", None)
-    result = subprocess.run(
-        [str(script), "--skip-tests", str(tmp_path), "--device", "cpu", "--dry-run"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    # svdpi came from the staged copy, not from the checkout or an installation.
-    location = next(line for line in result.stdout.splitlines() if line.startswith("svdpi from"))
-    assert "/pkg/svdpi/__init__.py" in location
-    assert (tmp_path / "gpu_check_plan.md").exists()
-
-
-def test_cuda_tables_with_stand_ins(bench, tmp_path, monkeypatch, one_torch_thread):
-    """The CUDA-only code paths (CuPy rows, solver table, VJP target) on CPU stand-ins.
-
-    A NumPy-backed `cupy` and PyTorch on the CPU play the GPU libraries; the
-    CUDA-event timer is replaced by the wall-clock one. Only the plumbing is
-    checked: these are not GPU numbers.
-    """
-    import types
-
-    import array_api_compat.numpy as xp_numpy
-    import numpy as np
-
-    torch = pytest.importorskip("torch")
-    gpu_check, timing = bench["gpu_check"], bench["_timing"]
-    fake = types.ModuleType("cupy")
-    fake.__version__ = "stand-in"
-    fake.asarray = np.asarray
-    fake.ndarray = np.ndarray
-    fake.ascontiguousarray, fake.empty = np.ascontiguousarray, np.empty
-    fake.float32, fake.float64 = np.float32, np.float64
-    fake.linalg = types.SimpleNamespace(eigh=np.linalg.eigh)
-    fake.ElementwiseKernel = None  # not reached: NumPy arrays take the generic path
-    before = {name for name in sys.modules if name.startswith("svdpi.cupy")}
-    monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.setitem(sys.modules, "array_api_compat.cupy", xp_numpy)
-
-    def detect(device):
-        env = gpu_check.Environment(device="cuda", cupy=fake, torch=torch, torch_device="cpu")
-        env.description = "stand-ins"
-        return env
-
-    monkeypatch.setattr(gpu_check, "detect", detect)
-    monkeypatch.setattr(
-        gpu_check,
-        "time_side_by_side_cuda",
-        lambda candidates, library, rounds, sync: timing.time_side_by_side(
-            candidates, rounds=rounds
-        ),
-    )
-    monkeypatch.setattr(gpu_check, "QUICK_SHAPES", [(1, 8), (3, 8), (4, 40)])
-    monkeypatch.setattr(gpu_check, "zca_candidates", lambda env, shape, dtype: ({}, "not here"))
-    monkeypatch.setattr(gpu_check, "VJP_TARGET_SHAPE", (3, 8))
-    try:
-        assert gpu_check.main(["--quick", "--out", str(tmp_path)]) == 0
-    finally:
-        for name in [name for name in sys.modules if name.startswith("svdpi.cupy")]:
-            if name not in before:
-                del sys.modules[name]
-        import svdpi
-
-        if "svdpi.cupy" not in before and hasattr(svdpi, "cupy"):
-            delattr(svdpi, "cupy")
-    text = (tmp_path / "gpu_check.md").read_text()
-    for fragment in (
-        "svdpi CuPy fwd+VJP",
-        "svdpi CuPy generic fwd+VJP",
-        "cupy.linalg.eigh fwd",
-        "### eig_vjp alone (CuPy)",
-        "eig_vjp fused",
-        "target eig_vjp 3 × 8 < 0.5 ms:",
-        "### CuPy eigensolvers (forward only)",
-        "- 1 × 8: fastest ",  # which one is fastest is the measurement, not checked here
-        ", policy picks syevd: ",
-        "- 3 × 8: fastest ",
-        "- 4 × 40: fastest ",
-        ", policy picks syevd_loop: ",
-        "SYEVJ_BATCHED_MAX_N = 32",
-        "ZCA vs BatchNorm2d skipped: not here",
-    ):
-        assert fragment in text, fragment
-    assert "| 4 × 40 |" in text
 
 
 def _run_benchmark(script, *args):

@@ -107,6 +107,10 @@ def test_gpu_fast_path_equals_generic_path(cp, method, dtype):
     gw = cp.asarray(rng.standard_normal((2, 5)), dtype=dtype)
     gv = cp.asarray(rng.standard_normal((2, 5, 5)), dtype=dtype)
     rtol = 1e-12 if dtype == "float64" else 1e-5
+    import array_api_compat.cupy as xp
+
+    # The fast path is there to compare (svdpi's "svdpi.native" entry point loads it).
+    assert _dispatch.native(xp, "coefficient_product") is not None
     calls = {
         "eig_vjp": lambda: svdpi.eig_vjp(w, v, gw, gv, method=method),
         "eig_jvp": lambda: svdpi.eig_jvp(w, v, gv, method=method)[1],
@@ -218,3 +222,59 @@ def test_gpu_fused_kernel_validates(cp):
         svdpi.cupy.coefficient_matrix(cp.ones(3), method="svd")
     with pytest.raises(ValueError, match="num_iters must be >= 1"):
         svdpi.cupy.coefficient_matrix(cp.ones(3), num_iters=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gpu_empty_input_gives_empty_results(cp, dtype):
+    """n = 0 and empty batches: empty results, as cupy.linalg.eigh and the core give them."""
+    import svdpi.cupy
+
+    for shape in [(0, 0), (3, 0, 0), (0, 4, 4), (2, 0, 3, 3)]:
+        a = cp.zeros(shape, dtype=dtype)
+        w, v = svdpi.eig(a)
+        assert w.shape == shape[:-1]
+        assert v.shape == shape
+        grad = cp.ones(shape, dtype=dtype)
+        for result in (
+            svdpi.eig_vjp(w, v, None, grad),
+            svdpi.eig_jvp(w, v, grad)[1],
+            svdpi.zca_whitening_matrix_vjp(w, v, grad),
+            svdpi.cupy.coefficient_matrix(w),
+        ):
+            assert isinstance(result, cp.ndarray)
+            assert result.shape == shape
+            assert result.dtype == a.dtype
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("method", METHODS)
+def test_gpu_cupy_generates_the_source_the_nvrtc_test_compiles(cp, method, dtype):
+    """tests/test_cupy_nvrtc.py compiles, on CI, the very text CuPy generates here.
+
+    CuPy keeps the source it generated for each dtype (``cached_codes``):
+    equal, up to whitespace, to ``tests/_cupy_nvrtc.elementwise_code``.
+    """
+    import difflib
+
+    from svdpi.cupy import _native
+
+    from ._cupy_helpers import kernel_source
+    from ._cupy_nvrtc import elementwise_code, normalize_whitespace
+
+    w = cp.asarray([3.0, 2.0, 1.0], dtype=dtype)
+    b = cp.ones((3, 3), dtype=dtype)
+    _native.coefficient_matrix(w, method=method)
+    for symmetrize in (False, True):
+        _native.coefficient_product(w, b, method=method, num_iters=19, symmetrize=symmetrize)
+    for mode in kernel_source.MODES:
+        kernel = _native._kernel(method, mode)
+        codes = [code for types, code in kernel.cached_codes.items() if cp.dtype(dtype) in types]
+        assert len(codes) == 1, (mode, list(kernel.cached_codes))
+        ours = elementwise_code(kernel_source.kernel_spec(method, mode), dtype)
+        if normalize_whitespace(codes[0]) != normalize_whitespace(ours):
+            diff = difflib.unified_diff(
+                ours.splitlines(), codes[0].splitlines(), "tests/_cupy_nvrtc", "CuPy", lineterm=""
+            )
+            pytest.fail(f"{mode}: CuPy generated other source:\n" + "\n".join(diff))

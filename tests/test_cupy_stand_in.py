@@ -182,7 +182,74 @@ def test_native_coefficient_matrix_validates(fake_cupy_native):
         fake_cupy_native.coefficient_matrix([1.0, 2.0])
     with pytest.raises(TypeError, match="float32 or float64"):
         fake_cupy_native.coefficient_matrix(np.ones(3, dtype=np.float16))
-    with pytest.raises(ValueError, match="n >= 1"):
-        fake_cupy_native.coefficient_matrix(np.ones((2, 0)))
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., n\)"):
+        fake_cupy_native.coefficient_matrix(np.array(1.0))
     with pytest.raises(ValueError, match="method must be one of"):
         fake_cupy_native.coefficient_matrix(np.ones(3), method="svd")
+    with pytest.raises(ValueError, match="method must be one of"):
+        fake_cupy_native.coefficient_matrix(np.ones((2, 0)), method="svd")
+
+
+# --- n = 0 and empty batches, as the core and the framework's own ops give them -------------
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("shape", [(0,), (3, 0), (2, 0, 0), (0, 4), (2, 0, 3)])
+def test_native_coefficients_of_empty_input(fake_cupy_native, method, dtype, shape):
+    w = np.zeros(shape, dtype=dtype)
+    b = np.ones((*shape, shape[-1]), dtype=dtype)
+    expected_shape = (*shape, shape[-1])
+    results = [fake_cupy_native.coefficient_matrix(w, method=method)]
+    for symmetrize in (False, True):
+        results.append(
+            fake_cupy_native.coefficient_product(
+                w, b, method=method, num_iters=19, symmetrize=symmetrize
+            )
+        )
+    for result in results:
+        assert result.shape == expected_shape
+        assert result.dtype == dtype
+    if shape[-1] > 0:  # an empty batch: the core's own coefficients, also empty
+        core = core_coefficients(w, method, 19)
+        assert core.shape == expected_shape
+        np.testing.assert_array_equal(results[0], core)
+    assert not _FakeElementwiseKernel.launches  # nothing to launch
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (3, 0, 0), (0, 4, 4), (2, 0, 3, 3)])
+def test_native_eigh_of_empty_input(fake_cupy_native, shape):
+    a = np.zeros(shape)
+    for pairs in [
+        fake_cupy_native.eigh(a),
+        *(fake_cupy_native.solve_eigh(a, s) for s in ("syevj_batched", "syevd_loop")),
+    ]:
+        w, v = pairs
+        assert w.shape == shape[:-1]
+        assert v.shape == shape
+        assert w.dtype == v.dtype == a.dtype
+    if int(np.prod(shape[:-2])) > 1:
+        with pytest.raises(ValueError, match="one matrix"):
+            fake_cupy_native.solve_eigh(a, "syevd")
+    with pytest.raises(ValueError, match="unknown solver"):
+        fake_cupy_native.solve_eigh(a, "qr")
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (3, 0, 0), (0, 4, 4)])
+def test_core_on_empty_input_through_the_stand_in_cupy_provider(
+    fake_cupy_native, monkeypatch, shape
+):
+    # svdpi.eig and the VJPs on n = 0 and empty batches with the CuPy steps
+    # registered: the same empty results as the core's generic path.
+    a = np.zeros(shape)
+    expected = svdpi.eig(a)
+    monkeypatch.setattr(_dispatch, "_providers", dict(_dispatch._providers))
+    native = fake_cupy_native
+    _dispatch.register("numpy", eigh=native.eigh, coefficient_product=native.coefficient_product)
+    w, v = svdpi.eig(a)
+    assert w.shape == expected.eigenvalues.shape
+    assert v.shape == expected.eigenvectors.shape
+    grad = np.ones(shape)
+    assert svdpi.eig_vjp(w, v, None, grad).shape == shape
+    assert svdpi.eig_jvp(w, v, grad)[1].shape == shape
+    assert svdpi.zca_whitening_matrix_vjp(w, v, grad).shape == shape

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -484,7 +485,7 @@ def test_bad_arguments_are_rejected(capsys):
         (["--norm", "zca", "--group-size", "5"], "must divide --width"),
         (["--norm", "bn", "--group-size", "4"], "apply to --norm zca and pca"),
         (["--norm", "pca", "--n-components", "99"], "--n-components must be in"),
-        (["--max-steps", "0"], "--max-steps must be >= 1"),
+        (["--max-steps", "0"], "argument --max-steps: must be >= 1"),
         (["--lr", "nan"], "must be a finite number"),
         (["--gamma", "inf"], "must be a finite number"),
         (["--milestones", "0,10"], "epochs are counted from 1"),
@@ -494,7 +495,180 @@ def test_bad_arguments_are_rejected(capsys):
         assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["data", "guard", "model", "outputs", "report"])
+# Every option at its boundary: the value just outside the range, and junk.
+# Each must end in argparse's one "error:" line naming the option, exit status 2.
+BAD_FLAGS = [
+    (["--width", "0"], "--width: must be >= 1"),
+    (["--width", "-8"], "--width: must be >= 1"),
+    (["--width", "8.5"], "--width: must be an integer"),
+    (["--lr", "-1"], "--lr: must be >= 0"),
+    (["--lr", "x"], "--lr: must be a number"),
+    (["--eps", "-1"], "--eps: must be >= 0"),
+    (["--eps", "nan"], "--eps: must be a finite number"),
+    (["--num-iters", "0"], "--num-iters: must be >= 1"),
+    (["--norm-momentum", "2"], "--norm-momentum: must be in [0, 1]"),
+    (["--norm-momentum", "-0.1"], "--norm-momentum: must be in [0, 1]"),
+    (["--momentum", "-1"], "--momentum: must be >= 0"),
+    (["--weight-decay", "-0.001"], "--weight-decay: must be >= 0"),
+    (["--gamma", "0"], "--gamma: must be > 0"),
+    (["--gamma", "-0.1"], "--gamma: must be > 0"),
+    (["--device", "tpu"], "--device: must be auto, cpu, cuda, cuda:N or mps"),
+    (["--device", "meta"], "not supported by this script"),
+    (["--threads", "0"], "--threads: must be >= 1"),
+    (["--epochs", "0"], "--epochs: must be >= 1"),
+    (["--batch-size", "0"], "--batch-size: must be >= 1"),
+    (["--eval-batch-size", "0"], "--eval-batch-size: must be >= 1"),
+    (["--synthetic-size", "1"], "--synthetic-size: must be >= 2"),
+    (["--synthetic-test-size", "0"], "--synthetic-test-size: must be >= 1"),
+    (["--n-components", "0"], "--n-components: must be >= 1"),
+    (["--log-interval", "0"], "--log-interval: must be >= 1"),
+    (["--seed", "-1"], "--seed: must be in [0, 4294967295]"),
+    (["--seed", str(2**32)], "--seed: must be in [0, 4294967295]"),
+    (["--blocks", "0,2,2,2"], "--blocks: must be four positive integers"),
+    (["--blocks", "a"], "--blocks: must be four positive integers"),
+    (["--milestones", "a,b"], "--milestones: must be epochs separated by commas"),
+    (["--dist-backend", "foo"], "--dist-backend: invalid choice"),
+    (["--method", "svd"], "--method: invalid choice"),
+    (["--norm", "zca", "--num-groups", "0"], "--num-groups 0 must divide --width"),
+    (["--resume", "--overwrite"], "--overwrite: not allowed with argument --resume"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
+def test_every_flag_at_its_boundary_is_an_argparse_error(argv, message, capsys, tmp_path):
+    # Through the parser (nothing is loaded or trained if a flag slipped through).
+    with pytest.raises(SystemExit) as info:
+        train.parse_args([*argv, "--out-dir", str(tmp_path / "out")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if "error:" in line] == [err.splitlines()[-1]]
+
+
+def test_a_device_this_machine_lacks_is_an_argparse_error(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        train.parse_args(["--device", "cuda"])
+    assert "'cuda': no CUDA device is available here" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(SystemExit):
+        train.parse_args(["--device", "cuda:2"])
+    assert "2 CUDA device(s), cuda:0 to cuda:1" in capsys.readouterr().err
+    assert train.parse_args(["--device", "cuda:1"]).device == "cuda:1"
+
+
+def test_a_bad_flag_from_the_command_line_exits_2_without_a_traceback():
+    # The script as users run it (the other flags go through main() above).
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLE / "train.py"), "--width", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert (
+        proc.stderr.splitlines()[-1] == "train.py: error: argument --width: must be >= 1; got '0'"
+    )
+    assert "Traceback" not in proc.stderr
+
+
+def test_out_dir_that_cannot_hold_a_run_is_refused(tmp_path, capsys):
+    afile = tmp_path / "file"
+    afile.write_text("")
+    for out, message in [
+        (afile, "is a file, not a folder"),
+        (afile / "sub" / "run", f"{afile} is a file, so no folder can be made under it"),
+    ]:
+        with pytest.raises(SystemExit):
+            train.parse_args(["--out-dir", str(out)])
+        assert message in capsys.readouterr().err
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            return  # root ignores permissions
+        with pytest.raises(SystemExit):
+            train.parse_args(["--out-dir", str(locked / "run")])
+        assert "is not writable" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o700)
+
+
+def test_an_existing_run_is_refused_unless_resumed_or_overwritten(tmp_path, capsys):
+    common = [*NORM_ARGS["zca"], "--epochs", "1", "--max-steps", "1"]
+    assert run_main(tmp_path, *common, "--seed", "1") == 0
+    first = read_metrics(tmp_path)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        run_main(tmp_path, *common)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--out-dir {tmp_path} already holds a run (metrics.jsonl, args.json" in err
+    assert "--resume" in err
+    assert "--overwrite" in err
+    assert read_metrics(tmp_path) == first  # untouched
+    (tmp_path / "tensorboard").mkdir()  # a stale log of the old run
+    assert run_main(tmp_path, *common, "--overwrite") == 0
+    second = read_metrics(tmp_path)
+    assert len(second) == 1
+    assert second[0]["train_loss"] != first[0]["train_loss"]  # seed 0, not 1
+    assert json.loads((tmp_path / "args.json").read_text())["seed"] == 0
+    assert not (tmp_path / "tensorboard").exists()
+    # An empty folder is no run.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert train.parse_args(["--out-dir", str(empty)]).out_dir == str(empty)
+
+
+def test_default_out_dir_tells_runs_apart():
+    def out(*argv):
+        return train.parse_args([*argv]).out_dir
+
+    base = ["--norm", "zca", "--group-size", "4"]
+    names = {
+        out(*base),
+        out(*base, "--width", "16"),
+        out(*base, "--blocks", "1,1,1,1"),
+        out(*base, "--seed", "1"),
+        out(*base, "--method", "exact"),
+        out("--norm", "zca", "--group-size", "8"),
+        out("--norm", "pca", "--group-size", "8", "--n-components", "4"),
+        out("--norm", "bn"),
+        out(*base, "--dataset", "synthetic"),
+        out(*base, "--dataset", "synthetic", "--synthetic-size", "256"),
+        out(*base, "--dataset", "synthetic", "--synthetic-test-size", "50"),
+        out(*base, "--dataset", "cifar100"),
+    }
+    assert len(names) == 12
+    assert out(*base) == "runs/cifar10-zca-d4-w64-seed0"
+
+
+@pytest.mark.parametrize("source", ["Makefile", "examples/zca_resnet_cifar/demo.sh"])
+def test_the_demo_runs_twice_in_a_row(source, tmp_path, monkeypatch):
+    # `make demo` (and demo.sh) on a fresh clone, then again: the second run
+    # finds the first in runs/demo and must replace it, not stop.
+    root = EXAMPLE.parents[1]
+    text = (root / source).read_text()
+    recipe = text.split("examples/zca_resnet_cifar/train.py", 1)[1]
+    recipe = recipe.split("$(PY) examples/degenerate")[0].split('"$PYTHON" examples/zca_resnet')[0]
+    argv = shlex.split(recipe.replace("\\\n", " ").replace('"$OUT"', "runs/demo"))
+    argv = [a for a in argv if a != "$@"]
+    assert argv[argv.index("--out-dir") + 1] == "runs/demo"
+    assert "--overwrite" in argv
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "demo").mkdir(parents=True)
+    for name in ("metrics.jsonl", "args.json", "last.pt", "best.pt"):
+        (tmp_path / "runs" / "demo" / name).write_text("")  # the first run's files
+    args = train.parse_args(argv)
+    assert args.overwrite
+    assert (args.epochs, args.max_steps, args.width) == (3, 30, 16)
+
+
+@pytest.mark.parametrize("name", ["data", "guard", "model", "outputs", "report", "train"])
 def test_docstring_examples_of_the_example(name):
     import doctest
 

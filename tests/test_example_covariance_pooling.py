@@ -38,3 +38,19 @@ def test_main_prints_a_row_per_method(example, capsys):
     assert list(results) == ["pi"]
     assert len(results["pi"]) == 3
     assert "first 20 steps" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--steps", "0"], "--steps: must be >= 1"),  # 0.2: ZeroDivisionError
+        (["--steps", "x"], "--steps: must be an integer"),
+        (["--methods", "newton"], "--methods: invalid choice"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
+def test_bad_flags_are_argparse_errors(example, argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        example.main(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err

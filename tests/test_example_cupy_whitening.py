@@ -135,3 +135,21 @@ def test_example_on_cupy(example, small):
     losses = example.train(params, x, labels, small, xp, print_every=0)
     assert isinstance(params["w1"], cupy.ndarray)
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--steps", "0"], "--steps: must be >= 1"),  # 0.2: IndexError
+        (["--steps", "-2"], "--steps: must be >= 1"),
+        (["--seed", "-1"], "--seed: must be in [0, 4294967295]"),
+        (["--dtype", "float16"], "--dtype: invalid choice"),
+        (["--backend", "jax"], "--backend: invalid choice"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
+def test_bad_flags_are_argparse_errors(example, argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        example.main(["--backend", "numpy", *argv])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err

@@ -66,3 +66,22 @@ def test_command_line_prints_the_loss():
     assert result.returncode == 0, result.stderr
     assert "step    0  loss" in result.stdout
     assert "accuracy with running statistics" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--groups", "0"], "--groups: must be >= 1"),  # 0.2: ZeroDivisionError
+        (["--groups", "3"], "--groups 3 must divide the 32 hidden features"),
+        (["--steps", "0"], "--steps: must be >= 1"),  # 0.2: ran 0 steps, printed accuracies
+        (["--num-iters", "0"], "--num-iters: must be >= 1"),
+        (["--seed", "-1"], "--seed: must be in [0, 4294967295]"),
+        (["--method", "svd"], "--method: invalid choice"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
+def test_bad_flags_are_argparse_errors(example, argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        example.main(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err

@@ -149,3 +149,124 @@ def test_a_diverging_run_is_reported_as_such(monkeypatch):
     assert result.diverged
     assert result.diverged_at_step == 0
     assert result.test_accuracy is None
+
+
+# -- the command line ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--group-sizes", "0"], "--group-sizes: must be >= 1"),
+        (["--group-sizes", "3"], "must divide the 64 whitened channels"),
+        (["--group-sizes", "4", "4"], "--group-sizes has repeated values"),
+        (["--seeds", "0"], "--seeds: must be >= 1"),
+        (["--steps", "0"], "--steps: must be >= 1"),
+        (["--batch-size", "1"], "--batch-size: must be >= 2"),
+        (["--quick", "--batch-size", "65"], "larger than the 64 training images"),
+        (["--lr", "0"], "--lr: must be a finite number > 0"),
+        (["--lr", "inf"], "--lr: must be a finite number > 0"),
+        (["--pi-iters", "0"], "--pi-iters: must be >= 1"),
+        (["--image-size", "0"], "--image-size: must be >= 1"),
+        (["--train-size", "1"], "--train-size: must be >= 2"),
+        (["--test-size", "0"], "--test-size: must be >= 1"),
+        (["--threads", "0"], "--threads: must be >= 1"),
+        (["--methods", "svd-pi", "svd-pi"], "--methods has repeated values"),
+        (["--dataset", "cifar10"], "--dataset: invalid choice"),
+        (["--dataset", "digits", "--train-size", "1349"], "the digits data set has 1348"),
+        (["--dataset", "digits", "--test-size", "450"], "the digits data set has 449"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
+def test_bad_flags_are_argparse_errors(argv, message, capsys):
+    # 0.2: --group-sizes 0 and --seeds 0 raised ZeroDivisionError.
+    with pytest.raises(SystemExit) as info:
+        study.parse_args(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "error:" in err.strip().splitlines()[-1]
+
+
+def test_report_only_without_an_earlier_run_is_an_argparse_error(tmp_path, capsys):
+    # 0.2 ended in a FileNotFoundError traceback.
+    with pytest.raises(SystemExit) as info:
+        study.main(["--report-only", "--output", str(tmp_path)])
+    assert info.value.code == 2
+    assert "--report-only: no earlier run in" in capsys.readouterr().err
+    (tmp_path / "stability.json").write_text("{}")
+    with pytest.raises(SystemExit) as info:
+        study.main(["--report-only", "--output", str(tmp_path)])
+    assert "is not a record of this study" in capsys.readouterr().err
+
+
+def test_output_under_a_file_is_an_argparse_error(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    for output, message in [
+        (tmp_path / "file", "is a file, not a folder"),
+        (tmp_path / "file" / "x", "is a file, so no folder can be made under it"),
+    ]:
+        with pytest.raises(SystemExit):
+            study.parse_args(["--output", str(output)])
+        assert message in capsys.readouterr().err
+
+
+def test_explicit_flags_win_over_quick():
+    # 0.2's --quick silently replaced --seeds 2, --steps 5, ... by its own values.
+    args = study.parse_args(["--quick", "--seeds", "2", "--steps", "5", "--group-sizes", "8"])
+    assert (args.seeds, args.steps, args.group_sizes) == (2, 5, [8])
+    assert (args.batch_size, args.train_size, args.image_size) == (16, 64, 8)  # --quick's
+    args = study.parse_args(["--quick"])
+    assert {name: getattr(args, name) for name in study.QUICK} == study.QUICK
+    args = study.parse_args([])
+    assert {name: getattr(args, name) for name in study.DEFAULTS} == study.DEFAULTS
+    args = study.parse_args(["--dataset", "digits"])
+    assert (args.train_size, args.test_size) == study.DIGITS_SPLIT  # the whole split
+    args = study.parse_args(["--dataset", "digits", "--quick", "--train-size", "100"])
+    assert (args.train_size, args.test_size) == (100, 32)
+
+
+# -- real images: scikit-learn's digits ------------------------------------------------
+
+
+def test_digits_are_real_images_with_a_fixed_split():
+    pytest.importorskip("sklearn")
+    from sklearn.datasets import load_digits
+
+    x_train, y_train, x_test, y_test = study.digits_images(16)
+    assert (len(x_train), len(x_test)) == study.DIGITS_SPLIT
+    assert x_train.shape[1:] == x_test.shape[1:] == (3, 16, 16)
+    assert x_train.dtype == torch.float32
+    assert torch.equal(x_train[:, 0], x_train[:, 2])  # three identical channels
+    assert abs(float(x_train.mean())) < 1e-5  # standardised on the training set
+    assert float(x_train.std()) == pytest.approx(1.0, rel=1e-3)
+    # The fixed split: every fourth image held out, every class on both sides.
+    digits = load_digits()
+    held_out = torch.arange(len(digits.target)) % 4 == 3
+    assert torch.equal(y_test, torch.as_tensor(digits.target)[held_out])
+    assert torch.equal(y_train, torch.as_tensor(digits.target)[~held_out])
+    assert set(y_test.tolist()) == set(y_train.tolist()) == set(range(10))
+    # At the native size the images are the digits, rescaled.
+    native, _, _, _ = study.digits_images(8)
+    reference = torch.as_tensor(digits.images[~held_out.numpy()], dtype=torch.float32)
+    correlation = torch.corrcoef(torch.stack([native[:, 0].flatten(), reference.flatten()]))
+    assert float(correlation[0, 1]) > 0.9999
+    # Same call, same tensors.
+    assert torch.equal(study.digits_images(16)[0], x_train)
+
+
+def test_tiny_run_on_digits_end_to_end(tmp_path):
+    pytest.importorskip("sklearn")
+    rows = study.main(
+        ["--dataset", "digits", "--quick", "--methods", "eigh", "svd-pi", "--output",
+         str(tmp_path)]
+    )  # fmt: skip
+    assert [(r["d"], r["method"]) for r in rows] == [
+        (d, m) for d in (4, 16) for m in ("eigh", "svd-pi")
+    ]
+    record = json.loads((tmp_path / "stability.json").read_text())
+    assert record["settings"]["dataset"] == "digits"
+    assert "real 8×8 images (scikit-learn's digits" in (tmp_path / "machine.txt").read_text()
+    assert all(r["max_gradient_norm"] > 0 for r in rows)
+    assert "largest gradient norm" in (tmp_path / "stability.csv").read_text().splitlines()[0]
+    assert (tmp_path / "stability.png").stat().st_size > 0

@@ -707,3 +707,174 @@ def test_whitening_map_forward_mode_is_the_transpose_of_its_vjp(method):
     mask = svdpi.truncation_mask(w, min_eigenvalue=0.6)
     expected = svdpi.matrix_power_jvp(w, v, -0.5, tangent.numpy(), mask=mask, method=method)
     assert_close(forward, expected, rtol=1e-10)
+
+
+# -- constructor options: a clear error naming the option --------------------------------
+
+NAN, INF = float("nan"), float("inf")
+# (option, bad value, error type): strings, bools for numbers, numbers for bools,
+# tensors, NaN and infinities, values out of range.
+BAD_OPTIONS = [
+    ("eps", "1e-4", TypeError),
+    ("eps", True, TypeError),
+    ("eps", None, TypeError),
+    ("eps", 1e-4j, TypeError),
+    ("eps", torch.tensor(1e-4), TypeError),
+    ("eps", NAN, ValueError),
+    ("eps", INF, ValueError),
+    ("eps", -1e-4, ValueError),
+    ("momentum", "a", TypeError),
+    ("momentum", True, TypeError),
+    ("momentum", torch.tensor(0.1), TypeError),
+    ("momentum", NAN, ValueError),
+    ("momentum", INF, ValueError),
+    ("momentum", -0.1, ValueError),
+    ("momentum", 2, ValueError),
+    ("affine", "yes", TypeError),
+    ("affine", 1, TypeError),
+    ("affine", 0.5, TypeError),
+    ("affine", None, TypeError),
+    ("affine", NAN, TypeError),
+    ("track_running_stats", 0, TypeError),
+    ("track_running_stats", "False", TypeError),
+    ("check_finite", 2, TypeError),
+    ("check_finite", None, TypeError),
+    ("num_groups", 2.0, TypeError),
+    ("num_groups", True, TypeError),
+    ("num_groups", 0, ValueError),
+    ("num_groups", 3, ValueError),  # does not divide 8
+    ("method", None, ValueError),
+    ("num_iters", 1.5, TypeError),
+    ("num_iters", 0, ValueError),
+]
+ZCA_ONLY_BAD_OPTIONS = [
+    ("min_eigenvalue", "1e-3", TypeError),
+    ("min_eigenvalue", True, TypeError),
+    ("min_eigenvalue", NAN, ValueError),
+    ("min_eigenvalue", INF, ValueError),
+    ("min_eigenvalue", -INF, ValueError),
+    ("max_energy", "0.5", TypeError),
+    ("max_energy", True, TypeError),
+    ("max_energy", NAN, ValueError),
+    ("max_energy", INF, ValueError),
+    ("max_energy", 0.0, ValueError),
+    ("max_energy", 1.5, ValueError),
+    ("energy_rule", None, ValueError),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "option", "value", "error"),
+    [
+        (kind, *case)
+        for kind in LAYER_CLASSES
+        for case in BAD_OPTIONS + (ZCA_ONLY_BAD_OPTIONS if "zca" in kind else [])
+    ],
+    ids=repr,
+)
+def test_bad_options_raise_naming_the_option(kind, option, value, error):
+    cls, required = LAYER_CLASSES[kind]
+    with pytest.raises(error, match=option):
+        cls(8, **required, **{option: value})
+
+
+@pytest.mark.parametrize("kind", ["pca", "sync-pca"])
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [("2", TypeError), (2.0, TypeError), (True, TypeError), (NAN, TypeError), (0, ValueError)],
+)
+def test_bad_n_components_raises_naming_it(kind, value, error):
+    with pytest.raises(error, match="n_components"):
+        LAYER_CLASSES[kind][0](8, n_components=value)
+
+
+@pytest.mark.parametrize("kind", LAYER_CLASSES)
+def test_good_options_of_every_numeric_kind_are_accepted(kind):
+    cls, required = LAYER_CLASSES[kind]
+    extra = {"min_eigenvalue": np.float32(1e-3), "max_energy": 1} if "zca" in kind else {}
+    layer = cls(
+        8,
+        np.float64(1e-3),  # NumPy scalars are numbers
+        1,  # an integer momentum in [0, 1]
+        np.bool_(True),
+        False,
+        num_groups=np.int64(2),
+        check_finite=np.bool_(False),
+        **required,
+        **extra,
+    )
+    assert (layer.eps, layer.momentum, layer.affine, layer.track_running_stats) == (
+        pytest.approx(1e-3),
+        1.0,
+        True,
+        False,
+    )
+    assert type(layer.eps) is float
+    assert type(layer.affine) is bool
+    assert layer.check_finite is False
+    assert cls(8, momentum=None, eps=0, **required).momentum is None
+    if extra:
+        assert layer.max_energy == 1.0
+        assert layer.min_eigenvalue == pytest.approx(1e-3)
+    assert layer(torch.randn(6, 8)).shape == (6, 8)
+
+
+# -- a non-finite batch covariance: the error says what happened --------------------------
+
+
+@pytest.mark.parametrize("kind", LAYER_CLASSES)
+def test_overflowing_covariance_of_a_finite_input_is_named(kind):
+    # 1e20 is a finite float32; its square (1e40) is not. 0.2 blamed the input.
+    cls, required = LAYER_CLASSES[kind]
+    layer = cls(8, num_groups=2, **required)
+    x = torch.randn(6, 8, 3)
+    x[2, 5, 1] = 1e20
+    with pytest.raises(ValueError, match="input is finite") as info:
+        layer(x)
+    message = str(info.value)
+    assert "overflowed float32" in message
+    assert "float64" in message  # what to do
+    assert "1e+20" in message  # the largest magnitude
+    assert cls.__name__ in message
+    assert int(layer.num_batches_tracked) == 0  # nothing was recorded
+    # In float64 the same batch is whitened.
+    assert torch.isfinite(layer(x.double())).all()
+
+
+@pytest.mark.parametrize("kind", LAYER_CLASSES)
+@pytest.mark.parametrize("bad", [NAN, INF])
+def test_non_finite_input_is_still_named_as_such(kind, bad):
+    cls, required = LAYER_CLASSES[kind]
+    x = torch.randn(6, 8, 3)
+    x[1, 0, 2] = bad
+    with pytest.raises(ValueError, match="NaN or infinite") as info:
+        cls(8, num_groups=2, **required)(x)
+    assert "is not finite" in str(info.value)
+    assert "overflow" not in str(info.value)
+
+
+def test_pca_with_eps_zero_names_a_constant_channel():
+    x = _input((16, 8, 3))
+    x[:, 5] = 2.0  # zero variance: standardising divides 0 by 0
+    layer = svdpi.torch.PCADenoising(8, eps=0.0, n_components=2, num_groups=2)
+    with pytest.raises(ValueError, match=r"channel\(s\) \[5\] have zero variance.*eps > 0"):
+        layer(x.float())
+    assert torch.isfinite(svdpi.torch.PCADenoising(8, n_components=2)(x.float())).all()
+
+
+@pytest.mark.parametrize("kind", LAYER_CLASSES)
+def test_one_finiteness_check_per_training_step(kind, monkeypatch):
+    # Naming the cause reads more only when the check fails: a finite step
+    # reads one flag on the host, as in 0.2.
+    cls, required = LAYER_CLASSES[kind]
+    layer = cls(8, num_groups=2, **required)
+    calls = []
+    isfinite = torch.isfinite
+
+    def counting(t):
+        calls.append(tuple(t.shape))
+        return isfinite(t)
+
+    monkeypatch.setattr(torch, "isfinite", counting)
+    layer(torch.randn(6, 8, 3)).sum().backward()
+    assert calls == [(2, 4, 4)]

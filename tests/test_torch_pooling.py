@@ -198,3 +198,141 @@ def test_repr_lists_the_options():
     text = repr(svdpi.torch.CovariancePooling(method="exact", normalize_trace=True))
     assert "method='exact'" in text
     assert "normalize_trace=True" in text
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "error"),
+    [
+        ("eps", "1e-5", TypeError),
+        ("eps", True, TypeError),
+        ("eps", None, TypeError),
+        ("eps", torch.tensor(1e-5), TypeError),
+        ("eps", NAN, ValueError),
+        ("eps", INF, ValueError),
+        ("normalize_trace", "yes", TypeError),
+        ("normalize_trace", 1, TypeError),
+        ("normalize_trace", None, TypeError),
+        ("normalize_trace", NAN, TypeError),
+        ("check_finite", 0, TypeError),
+        ("p", "0.5", TypeError),
+        ("p", True, TypeError),
+        ("p", INF, ValueError),
+        ("method", None, ValueError),
+        ("num_iters", 2.0, TypeError),
+        ("output", ["triu"], ValueError),
+    ],
+    ids=repr,
+)
+def test_bad_options_raise_naming_the_option(option, value, error):
+    with pytest.raises(error, match=option):
+        svdpi.torch.CovariancePooling(**{option: value})
+
+
+def test_good_options_of_every_numeric_kind_are_accepted():
+    import numpy as np
+
+    pool = svdpi.torch.CovariancePooling(
+        np.float32(0.5), eps=0, normalize_trace=np.bool_(True), num_iters=np.int64(5)
+    )
+    assert (pool.p, pool.eps, pool.normalize_trace, pool.num_iters) == (0.5, 0.0, True, 5)
+    assert type(pool.eps) is float
+    assert type(pool.normalize_trace) is bool
+    assert "check_finite=True" in repr(pool)
+
+
+@pytest.mark.parametrize("p", [0.5, 1.0, -0.5])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_zero_trace_is_not_normalised(p, dtype):
+    # A constant sample with eps = 0 has a zero covariance: Σ / tr Σ is 0 / 0.
+    # 0.2 raised "pass check_finite=False" (a flag the layer did not have); the
+    # sample is pooled as without normalize_trace, the others as before.
+    x = _features((3, 4, 3, 3), seed=9, dtype=dtype)
+    x[1] = 2.5
+    normalised = svdpi.torch.CovariancePooling(p, eps=0.0, normalize_trace=True, output="matrix")
+    plain = svdpi.torch.CovariancePooling(p, eps=0.0, output="matrix")
+    out = normalised(x)
+    expected = plain(x)
+    assert not torch.isnan(out).any()
+    assert_close(out[1], expected[1], rtol=0)
+    if p > 0:
+        assert torch.equal(out[1], torch.zeros_like(out[1]))
+    rtol = 1e-10 if dtype == torch.float64 else 1e-4
+    assert_close(out[[0, 2]], expected[[0, 2]], rtol=rtol)
+
+
+@pytest.mark.parametrize("method", ["pi", "exact", "taylor"])
+def test_zero_trace_leaves_the_other_samples_gradients_alone(method):
+    x = _features((3, 4, 3, 3), seed=10)
+    x[1] = 2.5
+    g = torch.randn(3, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
+    pool = svdpi.torch.CovariancePooling(1.0, eps=0.0, normalize_trace=True, method=method)
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(pool(xg), xg, g)
+    # p = 1: the pooled matrix is the covariance, quadratic in the centred
+    # features, whose derivative vanishes at a constant sample.
+    assert torch.equal(grad[1], torch.zeros_like(grad[1]))
+    for k in (0, 2):
+        xk = x[k : k + 1].clone().requires_grad_(True)
+        (alone,) = torch.autograd.grad(pool(xk), xk, g[k : k + 1])
+        assert_close(grad[k], alone[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("normalize_trace", [False, True])
+def test_overflowing_covariance_of_a_finite_input_is_named(normalize_trace):
+    pool = svdpi.torch.CovariancePooling(normalize_trace=normalize_trace)
+    x = _features((2, 3, 4, 4), seed=12, dtype=torch.float32)
+    x[0, 1, 2, 2] = 1e20
+    with pytest.raises(ValueError, match="input is finite") as info:
+        pool(x)
+    message = str(info.value)
+    assert "CovariancePooling" in message
+    assert "overflowed float32" in message
+    assert "check_finite" not in message  # 0.2 pointed to a flag the layer did not have
+    assert torch.isfinite(pool(x.double())).all()
+
+
+def test_trace_overflowing_while_the_covariance_is_finite_is_named():
+    # Every variance 1e38 (finite in float32), the sum of the four is not.
+    x = torch.zeros(1, 4, 2, 1)
+    x[0, :, 0, 0] = 1e19
+    x[0, :, 1, 0] = -1e19
+    cov = svdpi.torch.CovariancePooling(eps=0.0).covariance(x)
+    assert torch.isfinite(cov).all()
+    with pytest.raises(ValueError, match="covariance's trace overflowed float32"):
+        svdpi.torch.CovariancePooling(eps=0.0, normalize_trace=True)(x)
+
+
+@pytest.mark.parametrize("bad", [NAN, INF])
+def test_non_finite_input_is_named_and_check_finite_skips_the_check(bad, monkeypatch):
+    x = _features((2, 3, 4, 4), seed=13)
+    x[1, 0, 0, 0] = bad
+    with pytest.raises(ValueError, match="CovariancePooling: the input has NaN or infinite"):
+        svdpi.torch.CovariancePooling()(x)
+    # check_finite=False reads nothing on the host: NaN out (or LAPACK refuses).
+
+    def no_host_read(*args, **kwargs):
+        raise AssertionError("the layer read the covariance on the host")
+
+    monkeypatch.setattr(torch, "isfinite", no_host_read)
+    try:
+        out = svdpi.torch.CovariancePooling(check_finite=False)(x)
+    except torch.linalg.LinAlgError:
+        return
+    assert torch.isnan(out[1]).all()
+
+
+def test_one_finiteness_check_per_forward(monkeypatch):
+    calls = []
+    isfinite = torch.isfinite
+
+    def counting(t):
+        calls.append(tuple(t.shape))
+        return isfinite(t)
+
+    monkeypatch.setattr(torch, "isfinite", counting)
+    svdpi.torch.CovariancePooling(normalize_trace=True)(_features((2, 3, 4, 4), seed=14))
+    # The covariances and the traces, combined into one flag on the device.
+    assert calls == [(2, 3, 3), (2, 1, 1)]

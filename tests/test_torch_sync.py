@@ -63,6 +63,20 @@ def _step(layer, x, grad):
     return out
 
 
+def _forward_mode(layer, x, tangent):
+    """Output tangent in training by eager forward-mode AD (torch.autograd.forward_ad)."""
+    import torch.autograd.forward_ad as fwad
+
+    with fwad.dual_level():
+        return fwad.unpack_dual(layer(fwad.make_dual(x, tangent))).tangent
+
+
+def _tangent():
+    n = sum(RANK_SIZES)
+    generator = torch.Generator().manual_seed(99)
+    return torch.randn(n, CHANNELS, *SHAPE, generator=generator, dtype=torch.float64)
+
+
 def _worker(rank, world_size, port, out_dir):
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
@@ -94,16 +108,45 @@ def _worker(rank, world_size, port, out_dir):
     torch.save(results, pathlib.Path(out_dir) / f"rank{rank}.pt")
 
 
-@pytest.fixture(scope="module")
-def sync_results(tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("sync")
-    # spawn pickles _worker by module name; the children import this module
+def _forward_mode_worker(rank, world_size, port, out_dir):
+    # Apart from _worker: PyTorch's own forward-mode AD takes references to the
+    # default process group (any dual-tensor arithmetic does), which would
+    # defeat _worker's check that the layer's graphs do not keep it alive.
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        x, _ = _data()
+        tangent = _tangent()
+        start = sum(RANK_SIZES[:rank])
+        part = slice(start, start + RANK_SIZES[rank])
+        results = {}
+        for name, layer in _layers().items():
+            sync = svdpi.torch.convert_sync_whitening(layer)
+            results[name] = _forward_mode(sync, x[part], tangent[part])
+            try:
+                torch.func.jvp(sync, (x[part],), (tangent[part],))
+            except NotImplementedError as error:
+                results[f"{name}_func_error"] = str(error)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    torch.save(results, pathlib.Path(out_dir) / f"rank{rank}.pt")
+
+
+def _spawn(worker, out_dir):
+    # spawn pickles the worker by module name; the children import this module
     # as tests.test_torch_sync, so the repository root must be on their path.
     root = str(pathlib.Path(__file__).resolve().parent.parent)
     if root not in sys.path:
         sys.path.insert(0, root)
-    mp.spawn(_worker, args=(len(RANK_SIZES), _free_port(), str(out_dir)), nprocs=len(RANK_SIZES))
+    mp.spawn(worker, args=(len(RANK_SIZES), _free_port(), str(out_dir)), nprocs=len(RANK_SIZES))
     return [torch.load(out_dir / f"rank{r}.pt") for r in range(len(RANK_SIZES))]
+
+
+@pytest.fixture(scope="module")
+def sync_results(tmp_path_factory):
+    return _spawn(_worker, tmp_path_factory.mktemp("sync"))
 
 
 def test_autograd_graph_does_not_keep_the_process_group_alive(sync_results):
@@ -127,6 +170,24 @@ def test_sync_matches_full_batch(sync_results, name):
         if key.startswith("running") or key == "num_batches_tracked":
             for r in ranks:
                 torch.testing.assert_close(r[key], value, rtol=1e-9, atol=1e-12, msg=key)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_forward_mode_matches_full_batch(tmp_path):
+    # Eager forward-mode AD (torch.autograd.forward_ad) in training: the
+    # tangents of the statistics are all-reduced like the statistics, so each
+    # rank gets its slice of the full-batch tangent. torch.func transforms of
+    # a synchronised layer raise instead of computing something per rank.
+    ranks = _spawn(_forward_mode_worker, tmp_path)
+    x, _ = _data()
+    for name, layer in _layers().items():
+        expected = _forward_mode(layer, x, _tangent())
+        got = torch.cat([r[name] for r in ranks])
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10, msg=name)
+        for r in ranks:
+            assert "torch.func transforms" in r[f"{name}_func_error"]
+            assert "not supported" in r[f"{name}_func_error"]
 
 
 def test_sync_layer_without_process_group_is_the_plain_layer():

@@ -18,7 +18,7 @@ import cupy
 from svdpi.adapter import check_method, check_num_iters, eigenvalue_floor
 
 from ._kernel_source import kernel_spec
-from ._solver_policy import choose_eigh_solver
+from ._solver_policy import SOLVERS, choose_eigh_solver
 
 
 @functools.cache
@@ -34,8 +34,12 @@ def _launch(mode: str, eigenvalues: Any, b: Any, method: str, num_iters: int) ->
     w = cupy.ascontiguousarray(eigenvalues)
     n = w.shape[-1]
     out_shape = (*w.shape, n)
-    floor = cupy.ascontiguousarray(eigenvalue_floor(w, xp_cupy))  # (..., 1), on the device
     out = cupy.empty(out_shape, dtype=w.dtype)
+    if out.size == 0:
+        # n = 0 or an empty batch: nothing to compute, and for n = 0 no
+        # maximum over the eigenvalues to take for the floor.
+        return out
+    floor = cupy.ascontiguousarray(eigenvalue_floor(w, xp_cupy))  # (..., 1), on the device
     args = [w.reshape(-1), floor.reshape(-1)]
     if b is not None:
         args.append(cupy.ascontiguousarray(b).reshape(-1))
@@ -63,7 +67,9 @@ def coefficient_matrix(eigenvalues: Any, *, method: str = "pi", num_iters: int =
     Parameters
     ----------
     eigenvalues : cupy.ndarray, shape (..., n)
-        Descending eigenvalues, float32 or float64.
+        Descending eigenvalues, float32 or float64. ``n = 0`` and empty
+        batches give an empty ``A``, as :func:`svdpi.eig_vjp` gives empty
+        gradients for them.
     method : {"pi", "taylor", "analytic"}, default "pi"
         As in :func:`svdpi.eig_vjp`.
     num_iters : int, default 19
@@ -93,18 +99,17 @@ def coefficient_matrix(eigenvalues: Any, *, method: str = "pi", num_iters: int =
         raise TypeError(f"eigenvalues must be a cupy.ndarray, got {type(eigenvalues).__name__}")
     if eigenvalues.dtype not in (cupy.float32, cupy.float64):
         raise TypeError(f"eigenvalues must be float32 or float64, got {eigenvalues.dtype}")
-    if eigenvalues.ndim < 1 or eigenvalues.shape[-1] < 1:
-        raise ValueError(
-            f"eigenvalues must have shape (..., n) with n >= 1, got {eigenvalues.shape}"
-        )
+    if eigenvalues.ndim < 1:
+        raise ValueError(f"eigenvalues must have shape (..., n), got {eigenvalues.shape}")
     return _launch("coefficients", eigenvalues, None, method, num_iters)
 
 
 def eigh(a: Any) -> tuple[Any, Any]:
     """``cupy.linalg.eigh`` through the solver :func:`choose_eigh_solver` picks (ascending)."""
     *batch_shape, n, _ = a.shape
-    batch_size = math.prod(batch_shape)
-    solver = choose_eigh_solver(batch_size, n)
+    if a.size == 0:  # n = 0 or an empty batch: CuPy returns the empty pairs itself
+        return cupy.linalg.eigh(a)
+    solver = choose_eigh_solver(math.prod(batch_shape), n)
     return solve_eigh(a, solver)
 
 
@@ -137,12 +142,14 @@ def solve_eigh(a: Any, solver: str) -> tuple[Any, Any]:
     """
     *batch_shape, n, _ = a.shape
     batch_size = math.prod(batch_shape)
-    if batch_size == 0:
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; the solvers are {', '.join(SOLVERS)}")
+    if solver == "syevd" and batch_size > 1:
+        raise ValueError(f"syevd solves one matrix, got a batch of {batch_size}")
+    if a.size == 0:  # n = 0 or an empty batch: CuPy returns the empty pairs itself
         return cupy.linalg.eigh(a)
     stacked = a.reshape(batch_size, n, n)
     if solver == "syevd":
-        if batch_size != 1:
-            raise ValueError(f"syevd solves one matrix, got a batch of {batch_size}")
         w, v = cupy.linalg.eigh(stacked[0])  # 2-D input: cuSOLVER syevd
     elif solver == "syevj_batched":
         w, v = cupy.linalg.eigh(stacked)  # 3-D input: cuSOLVER syevjBatched
@@ -153,6 +160,4 @@ def solve_eigh(a: Any, solver: str) -> tuple[Any, Any]:
         # few large matrices, where each syevd call is long.
         for index in range(batch_size):
             w[index], v[index] = cupy.linalg.eigh(stacked[index])
-    else:
-        raise ValueError(f"unknown solver {solver!r}")
     return w.reshape(*batch_shape, n), v.reshape(*batch_shape, n, n)

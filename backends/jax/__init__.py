@@ -26,14 +26,19 @@ except ImportError as error:
 
 from ._eig import eig
 from ._matrix_functions import matrix_log, matrix_power, pca_projector, zca_whitening_matrix
+from ._svd import low_rank, polar, singular_value_map, svd
 from ._whitening import WhiteningStats, whiten, zca_whitening
 
 __all__ = [
     "WhiteningStats",
     "eig",
+    "low_rank",
     "matrix_log",
     "matrix_power",
     "pca_projector",
+    "polar",
+    "singular_value_map",
+    "svd",
     "whiten",
     "zca_whitening",
     "zca_whitening_matrix",

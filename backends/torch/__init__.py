@@ -22,6 +22,7 @@ from . import _native
 from ._eig import eig
 from ._matrix_functions import inv_sqrtm, logm, matrix_power, sqrtm
 from ._pooling import CovariancePooling
+from ._svd import low_rank, polar, singular_value_map, svd
 from ._sync import SyncPCADenoising, SyncZCAWhitening, convert_sync_whitening
 from ._whitening import PCADenoising, ZCAWhitening
 
@@ -39,6 +40,10 @@ __all__ = [
     "eig",
     "inv_sqrtm",
     "logm",
+    "low_rank",
     "matrix_power",
+    "polar",
+    "singular_value_map",
     "sqrtm",
+    "svd",
 ]

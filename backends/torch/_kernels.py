@@ -49,24 +49,45 @@ def _all_reduce(tensor: torch.Tensor, group) -> torch.Tensor:
     return tensor
 
 
+def _in_transform() -> bool:
+    """Whether a ``torch.func`` transform (vmap, grad, jvp, ...) is running.
+
+    There the Functions' methods see wrapped tensors, and ``vmap`` may batch
+    some of them and not others (an unbatched cotangent, a batched
+    covariance): an in-place write of a batched value into an unbatched
+    tensor is an error. So the backward accumulates out of place there; the
+    plain eager path keeps its in-place accumulation (one activation-sized
+    buffer fewer).
+    """
+    return torch._C._are_functorch_transforms_active()
+
+
 @cached_signature
-class GroupMoments(torch.autograd.Function):
+class GroupMomentsReverse(torch.autograd.Function):
     """``x (N, G, d, L)`` -> centred ``x̃``, mean ``μ (G, d)`` and covariance ``(G, d, d)``.
 
     The covariance is ``Σ x̃ x̃ᵀ / M`` (divided by the number of samples
     ``M = N·L``, summed over every rank of ``group``), computed from the
     centred data so that a large mean costs no precision.
+
+    Every method is written with torch operations only, so ``torch.func``
+    builds the ``vmap`` rule itself (``generate_vmap_rule``). This class has
+    no ``jvp``: dynamo cannot trace a Function that defines one, so it is
+    the one the layers use while ``torch.compile`` traces;
+    :class:`GroupMoments` adds forward mode.
     """
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(x, group):
         n, g, d, length = x.shape
         dtype = x.dtype
         # One collective for the sums and the sample count (a rank may hold a
-        # different batch size); float64 keeps the count exact.
-        sums = torch.empty(g * d + 1, dtype=torch.float64, device=x.device)
-        sums[:-1] = x.sum(dim=(0, 3)).reshape(-1)
-        sums[-1] = n * length
+        # different batch size); float64 keeps the count exact. Built with cat,
+        # not by writing into an empty buffer: under vmap the sums are batched.
+        count = torch.full((1,), n * length, dtype=torch.float64, device=x.device)
+        sums = torch.cat([x.sum(dim=(0, 3)).reshape(-1).to(torch.float64), count])
         _all_reduce(sums, group)
         count = sums[-1:]
         mean = (sums[:-1] / count).to(dtype).reshape(g, d)
@@ -82,6 +103,7 @@ class GroupMoments(torch.autograd.Function):
         _, group = inputs
         centred, _, _, count = output
         ctx.save_for_backward(centred, count)
+        ctx.save_for_forward(centred, count)
         # A weak reference: the autograd graph (alive as long as an output is)
         # must not keep the process group alive past destroy_process_group.
         # When it did, the group was destroyed at interpreter exit instead,
@@ -104,13 +126,8 @@ class GroupMoments(torch.autograd.Function):
         if grad_cov is None:
             grad_cov = torch.zeros(g, d, d, dtype=centred.dtype, device=centred.device)
         if ctx.group is not None:
-            group = ctx.group()
-            if group is None:
-                raise RuntimeError(
-                    "the process group of this forward pass was destroyed before its backward pass"
-                )
             packed = torch.cat([grad_mu.reshape(-1), grad_cov.reshape(-1)])
-            _all_reduce(packed, group)
+            _all_reduce(packed, _live_group(ctx))
             grad_mu = packed[: g * d].reshape(g, d)
             grad_cov = packed[g * d :].reshape(g, d, d)
         # The μ-dependence of the covariance drops out: Σ x̃ = 0 over the global batch.
@@ -118,6 +135,8 @@ class GroupMoments(torch.autograd.Function):
         shift = (grad_mu / count)[None, :, :, None]
         if grad_centred is None:
             grad_x = torch.matmul(sym, centred) + shift
+        elif _in_transform():
+            grad_x = grad_centred + shift + torch.matmul(sym, centred)
         else:
             # x̃ has one consumer, GroupAffine, whose backward returns a fresh
             # tensor nobody else holds: accumulate into it in place rather
@@ -130,9 +149,50 @@ class GroupMoments(torch.autograd.Function):
         return grad_x, None
 
 
+class GroupMoments(GroupMomentsReverse):
+    """:class:`GroupMomentsReverse` plus forward mode (``jvp``), outside ``torch.compile``.
+
+    With ``ẋ`` the tangent of ``x``: ``μ̇ = Σ ẋ / M``, ``x̃̇ = ẋ − μ̇`` and
+    ``Σ̇ = (S + Sᵀ) / M`` with ``S = Σ ẋ x̃ᵀ`` (the ``μ̇`` term drops out
+    because ``Σ x̃ = 0``), so a process group needs one collective for
+    ``Σ ẋ`` and ``S`` together.
+    """
+
+    @staticmethod
+    def jvp(ctx, tangent_x, _tangent_group):
+        centred, count = ctx.saved_tensors
+        n, g, d, _ = centred.shape
+        tangent_sum = tangent_x.sum(dim=(0, 3))
+        outer = _flat(tangent_x) @ _flat(centred).mT
+        outer = outer.reshape(n, g, d, d).sum(dim=0)
+        if ctx.group is not None:
+            packed = torch.cat([tangent_sum.reshape(-1), outer.reshape(-1)])
+            _all_reduce(packed, _live_group(ctx))
+            tangent_sum = packed[: g * d].reshape(g, d)
+            outer = packed[g * d :].reshape(g, d, d)
+        tangent_mean = tangent_sum / count
+        tangent_centred = tangent_x - tangent_mean[:, :, None]
+        return tangent_centred, tangent_mean, (outer + outer.mT) / count, None
+
+
+def _live_group(ctx):
+    group = ctx.group()
+    if group is None:
+        raise RuntimeError(
+            "the process group of this forward pass was destroyed before its derivative was taken"
+        )
+    return group
+
+
 @cached_signature
-class GroupAffine(torch.autograd.Function):
-    """``y = A x + b`` per group: ``x (N, G, d, L)``, ``A (G, d, d)``, ``b (G, d)``."""
+class GroupAffineReverse(torch.autograd.Function):
+    """``y = A x + b`` per group: ``x (N, G, d, L)``, ``A (G, d, d)``, ``b (G, d)``.
+
+    Without ``jvp`` (for ``torch.compile``), vmap rule generated, as
+    :class:`GroupMomentsReverse`; :class:`GroupAffine` adds forward mode.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(x, matrix, bias):
@@ -144,6 +204,7 @@ class GroupAffine(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         x, matrix, _ = inputs
         ctx.save_for_backward(x, matrix)
+        ctx.save_for_forward(x, matrix)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -158,3 +219,18 @@ class GroupAffine(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_bias = grad_out.sum(dim=(0, 3))
         return grad_x, grad_matrix, grad_bias
+
+
+class GroupAffine(GroupAffineReverse):
+    """:class:`GroupAffineReverse` plus forward mode: ``ẏ = Ȧ x + A ẋ + ḃ``."""
+
+    @staticmethod
+    def jvp(ctx, tangent_x, tangent_matrix, tangent_bias):
+        x, matrix = ctx.saved_tensors
+        # (G, d, d) @ (N, G, d, L) broadcasts over the samples.
+        tangent = torch.zeros_like(x) if tangent_x is None else torch.matmul(matrix, tangent_x)
+        if tangent_matrix is not None:
+            tangent = tangent + torch.matmul(tangent_matrix, x)
+        if tangent_bias is not None:
+            tangent = tangent + tangent_bias[:, :, None]
+        return tangent

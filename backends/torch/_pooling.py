@@ -9,7 +9,9 @@ import torch
 from svdpi.adapter import check_exponent, check_num_iters
 from torch import nn
 
+from ._eig import _can_read_values
 from ._matrix_functions import check_matrix_method, matrix_power
+from ._options import check_bool, check_real
 
 OUTPUTS = ("triu", "matrix")
 
@@ -50,7 +52,11 @@ class CovariancePooling(nn.Module):
         ``(tr Σ)^p``. The forward value is ``Σ^p`` either way (up to
         rounding); the gradient flows through the trace as well, and the
         matrix given to the eigensolver and to the power-iteration gradient
-        has unit trace whatever the scale of the features.
+        has unit trace whatever the scale of the features. A sample whose
+        covariance has zero trace (constant feature maps with ``eps=0``)
+        has nothing to divide by and is not normalised: its result is
+        ``Σ^p`` of the zero matrix as with ``normalize_trace=False`` (zero
+        for ``p > 0``), not NaN.
     method : {"pi", "taylor", "analytic", "exact"}, default "pi"
         Gradient of the matrix power, see :func:`svdpi.torch.matrix_power`.
     num_iters : int, default 19
@@ -58,6 +64,14 @@ class CovariancePooling(nn.Module):
     output : {"triu", "matrix"}, default "triu"
         ``"triu"``: the upper triangle as ``(N, C(C+1)/2)``; ``"matrix"``:
         the symmetric ``(N, C, C)`` matrix.
+    check_finite : bool, default True
+        Raise ``ValueError`` when a covariance has NaN or infinite entries,
+        saying whether the input is not finite or its covariance overflowed
+        (at the cost of one host read per forward pass, a GPU
+        synchronisation; skipped while ``torch.compile`` traces,
+        under ``torch.func`` transforms and on the meta device). With
+        ``False`` a non-finite input gives NaN output on a GPU, or a
+        ``torch.linalg.LinAlgError`` from the CPU eigensolver.
 
     Notes
     -----
@@ -102,24 +116,24 @@ class CovariancePooling(nn.Module):
         method: str = "pi",
         num_iters: int = 19,
         output: str = "triu",
+        check_finite: bool = True,
     ) -> None:
         super().__init__()
         self.p = check_exponent(p)
-        eps = float(eps)
-        if not (eps >= 0.0 and math.isfinite(eps)):
-            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-        self.eps = eps
-        self.normalize_trace = bool(normalize_trace)
+        self.eps = check_real(eps, "eps", minimum=0.0)
+        self.normalize_trace = check_bool(normalize_trace, "normalize_trace")
         self.method = check_matrix_method(method)
         self.num_iters = check_num_iters(num_iters)
-        if output not in OUTPUTS:
+        if not isinstance(output, str) or output not in OUTPUTS:
             raise ValueError(f"output must be 'triu' or 'matrix', got {output!r}")
         self.output = output
+        self.check_finite = check_bool(check_finite, "check_finite")
 
     def extra_repr(self) -> str:
         return (
             f"p={self.p}, eps={self.eps}, normalize_trace={self.normalize_trace}, "
-            f"method={self.method!r}, num_iters={self.num_iters}, output={self.output!r}"
+            f"method={self.method!r}, num_iters={self.num_iters}, output={self.output!r}, "
+            f"check_finite={self.check_finite}"
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,16 +148,21 @@ class CovariancePooling(nn.Module):
             else torch.autocast(device_type=x.device.type, enabled=False)
         )
         with autocast:
-            return self._pool(self.covariance(x)).to(x.dtype)
+            return self._pool(self.covariance(x), x).to(x.dtype)
 
-    def _pool(self, cov: torch.Tensor) -> torch.Tensor:
+    def _pool(self, cov: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        options = {"method": self.method, "num_iters": self.num_iters, "check_finite": False}
         if self.normalize_trace:
             trace = cov.diagonal(dim1=-2, dim2=-1).sum(-1)[:, None, None]
-            result = matrix_power(
-                cov / trace, self.p, method=self.method, num_iters=self.num_iters
-            ) * trace.pow(self.p)
+            self._check_finite(x, cov, trace)
+            # A zero trace (constant features, eps = 0) has nothing to divide
+            # by: such a sample is not normalised (Σ^p as without the option).
+            # Chosen by where, without a host read.
+            trace = torch.where(trace > 0, trace, torch.ones_like(trace))
+            result = matrix_power(cov / trace, self.p, **options) * trace.pow(self.p)
         else:
-            result = matrix_power(cov, self.p, method=self.method, num_iters=self.num_iters)
+            self._check_finite(x, cov, None)
+            result = matrix_power(cov, self.p, **options)
         if self.output == "matrix":
             return result
         c = result.shape[-1]
@@ -165,6 +184,31 @@ class CovariancePooling(nn.Module):
             eye = torch.eye(x.shape[1], dtype=compute, device=x.device)
             cov = cov + self.eps * eye
         return cov
+
+    def _check_finite(self, x, cov, trace) -> None:
+        """Raise if ``cov`` (or ``trace``) is not finite, saying why: one host read if it is."""
+        if not self.check_finite or cov.device.type == "meta" or not _can_read_values():
+            return
+        finite = torch.isfinite(cov).all()
+        if trace is not None:  # the sum of a finite diagonal can still overflow
+            finite = finite & torch.isfinite(trace).all()
+        if bool(finite):
+            return
+        name = type(self).__name__
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name}: the input has NaN or infinite entries")
+        dtype = str(cov.dtype).removeprefix("torch.")
+        largest = float(x.detach().abs().amax())
+        hint = (
+            "rescale the input"
+            if cov.dtype == torch.float64
+            else "pass float64 input (x.double()) or rescale the input"
+        )
+        what = "covariance's trace" if bool(torch.isfinite(cov).all()) else "covariance"
+        raise ValueError(
+            f"{name}: the input is finite (largest magnitude {largest:.3g}) but its {what} "
+            f"overflowed {dtype} (largest {torch.finfo(cov.dtype).max:.3g}): {hint}"
+        )
 
     @staticmethod
     def _check_input(x) -> None:

@@ -79,7 +79,11 @@ class SyncZCAWhitening(_Synchronised, ZCAWhitening):
     still alive do not delay its destruction (svdpi 0.1 held it strongly,
     which made that abort happen under ``torchrun`` in about a third of the
     runs); a backward pass after the group was destroyed raises
-    ``RuntimeError``.
+    ``RuntimeError``. Forward-mode AD (``torch.autograd.forward_ad``)
+    all-reduces the tangents of the statistics as the statistics; the
+    ``torch.func`` transforms (``vmap``, ``grad``, ``jvp``) of a layer
+    synchronised over several processes raise ``NotImplementedError``
+    (without a process group the layer is the plain one and supports them).
 
     Examples
     --------

@@ -21,7 +21,8 @@ from svdpi.adapter import (
 from torch import nn
 
 from ._eig import _can_read_values
-from ._kernels import GroupAffine, GroupMoments
+from ._kernels import GroupAffine, GroupAffineReverse, GroupMoments, GroupMomentsReverse
+from ._options import check_bool, check_real
 from ._spectral import SpectralMap, spectral_map
 
 
@@ -30,20 +31,22 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
     if x.is_contiguous():
         return torch.contiguous_format
     channels_last = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
-    if channels_last is not None and x.is_contiguous(memory_format=channels_last):
-        return channels_last
-    return torch.contiguous_format
+    if channels_last is None:
+        return torch.contiguous_format
+    try:
+        is_channels_last = x.is_contiguous(memory_format=channels_last)
+    except RuntimeError:
+        # vmap cannot query it ("NYI"): a batched example has no layout of its own.
+        return torch.contiguous_format
+    return channels_last if is_channels_last else torch.contiguous_format
 
 
 def _positive_int(value, name: str) -> int:
     return check_integer(value, name, minimum=1)
 
 
-def _nonnegative_float(value, name: str) -> float:
-    value = float(value)
-    if not value >= 0.0 or math.isinf(value):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return value
+class _NonFiniteStatistics(ValueError):
+    """The matrix given to the eigensolver is not finite (the layer's forward says why)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +121,26 @@ class _Projector(SpectralMap):
             num_iters=self.num_iters,
             xp=xp_torch,
         )
+
+    def jvp(self, eigenvalues, eigenvectors, tangent_a):
+        # The transpose of vjp. "exact": V (K ∘ Vᵀ sym(Ȧ) V) Vᵀ with a symmetric
+        # kernel K is self-adjoint, so it is the VJP applied to the tangent.
+        if self.method == "exact":
+            return self.vjp(eigenvalues, eigenvectors, tangent_a)
+        # The others: P = V diag(w) Vᵀ with constant 0/1 weights w, so
+        # Ṗ = V̇ diag(w) Vᵀ + its transpose, V̇ from eig_jvp (the transpose
+        # of the eig_vjp that pca_projector_vjp chains into).
+        _, tangent_vectors = svdpi.eig_jvp(
+            eigenvalues,
+            eigenvectors,
+            tangent_a,
+            method=self.method,
+            num_iters=self.num_iters,
+            xp=xp_torch,
+        )
+        keep = torch.arange(eigenvectors.shape[-1], device=eigenvectors.device) < self.n_components
+        half = (tangent_vectors * keep.to(eigenvectors.dtype)) @ eigenvectors.mT
+        return half + half.mT
 
 
 # Constructor parameters that are not part of a layer's configuration.
@@ -210,15 +233,13 @@ class _GroupedEigenNorm(nn.Module):
                 "num_groups / n_components are keyword-only, e.g. "
                 f"{type(self).__name__}({num_features}, {meant}={eps})"
             )
-        self.eps = _nonnegative_float(eps, "eps")
-        if momentum is not None and not 0.0 <= float(momentum) <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
-        self.momentum = None if momentum is None else float(momentum)
-        self.affine = bool(affine)
-        self.track_running_stats = bool(track_running_stats)
+        self.eps = check_real(eps, "eps", minimum=0.0)
+        self.momentum = check_real(momentum, "momentum", minimum=0.0, maximum=1.0, allow_none=True)
+        self.affine = check_bool(affine, "affine")
+        self.track_running_stats = check_bool(track_running_stats, "track_running_stats")
         self.method = check_method(method, MATRIX_FUNCTION_METHODS)
         self.num_iters = check_num_iters(num_iters)
-        self.check_finite = bool(check_finite)
+        self.check_finite = check_bool(check_finite, "check_finite")
         factory = {"device": device, "dtype": dtype}
         if self.affine:
             self.weight = nn.Parameter(torch.empty(self.num_features, **factory))
@@ -295,10 +316,14 @@ class _GroupedEigenNorm(nn.Module):
                 f"got shape {tuple(x.shape)}"
             )
 
-    def _exponential_average_factor(self) -> float:
+    def _exponential_average_factor(self):
         if self.momentum is not None:
             return self.momentum
-        return 1.0 / float(self.num_batches_tracked)  # cumulative moving average
+        # A cumulative moving average, 1 / (batches including this one), as a
+        # tensor: no host read of the count (a GPU synchronisation, and an
+        # error under vmap over an ensemble, where each member has its own).
+        count = self.num_batches_tracked + 1
+        return 1.0 / count.to(self.running_mean.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -306,6 +331,12 @@ class _GroupedEigenNorm(nn.Module):
         n = x.shape[0]
         length = math.prod(x.shape[2:])
         group = self._active_group() if use_batch_stats else None
+        if group is not None and torch._C._are_functorch_transforms_active():
+            raise NotImplementedError(
+                f"{type(self).__name__}: torch.func transforms (vmap, grad, jvp, ...) of a "
+                "layer synchronised over several processes are not supported; use "
+                "backward() or torch.autograd.forward_ad, or the plain layer"
+            )
         if use_batch_stats and group is None and n * length <= 1:
             if n * length == 0:
                 return self._empty_batch(x)
@@ -322,22 +353,31 @@ class _GroupedEigenNorm(nn.Module):
             if x.device.type == "meta"
             else torch.autocast(device_type=x.device.type, enabled=False)
         )
+        # Dynamo cannot trace a Function that defines forward mode: while
+        # compiling, the variants without jvp (as svdpi.torch.eig does).
+        if torch.compiler.is_compiling():
+            moments, affine = GroupMomentsReverse, GroupAffineReverse
+        else:
+            moments, affine = GroupMoments, GroupAffine
         with autocast:
             g, d = self.num_groups, self.group_size
             xg = x.to(compute).reshape(n, g, d, length)
             if use_batch_stats:
-                centred, mean, cov, _ = GroupMoments.apply(xg, group)
-                matrix, extra_stats = self._matrix(cov)
+                centred, mean, cov, _ = moments.apply(xg, group)
+                try:
+                    matrix, extra_stats = self._matrix(cov)
+                except _NonFiniteStatistics:
+                    raise ValueError(self._non_finite_message(x, cov)) from None
                 if self.training and self.track_running_stats:
                     self._update_running_stats(mean, extra_stats)
                 matrix, bias = self._affine(matrix, compute)
-                y = GroupAffine.apply(centred, matrix, bias)
+                y = affine.apply(centred, matrix, bias)
             else:
                 matrix = self._running_matrix(compute)
                 matrix, bias = self._affine(matrix, compute)
                 mean = self.running_mean.to(compute).reshape(g, d)
                 bias = bias - (matrix @ mean[:, :, None])[:, :, 0]
-                y = GroupAffine.apply(xg, matrix, bias)
+                y = affine.apply(xg, matrix, bias)
         # The kernels work on (N, G, d, L) rows; give the output the input's
         # memory format back (channels_last in, channels_last out, as BatchNorm).
         return y.reshape(x.shape).to(x.dtype, memory_format=_memory_format(x))
@@ -369,12 +409,63 @@ class _GroupedEigenNorm(nn.Module):
 
     @torch.no_grad()
     def _update_running_stats(self, mean, extra_stats):
-        self.num_batches_tracked.add_(1)
         factor = self._exponential_average_factor()
-        self.running_mean.lerp_(mean.reshape(-1).to(self.running_mean.dtype), factor)
-        for name, value in extra_stats.items():
-            buffer = getattr(self, name)
-            buffer.lerp_(value.to(buffer.dtype), factor)
+        # Detached: no gradient and no forward-mode tangent into the buffers.
+        updates = [("running_mean", mean.reshape(-1)), *extra_stats.items()]
+        if not torch._C._are_functorch_transforms_active():
+            for name, value in updates:
+                buffer = getattr(self, name)
+                buffer.lerp_(value.detach().to(buffer.dtype), factor)
+            self.num_batches_tracked.add_(1)
+            return
+        try:
+            # vmap has a batching rule for lerp, not for lerp_ (its fallback warns).
+            for name, value in updates:
+                buffer = getattr(self, name)
+                buffer.copy_(torch.lerp(buffer, value.detach().to(buffer.dtype), factor))
+            self.num_batches_tracked.add_(1)
+        except RuntimeError as error:
+            # As nn.BatchNorm2d under vmap over the input with unbatched running
+            # statistics, or under jvp/grad with the buffers captured, but
+            # saying which layer and what to do instead.
+            raise RuntimeError(
+                f"{type(self).__name__}: the running statistics cannot be updated in place "
+                "under this torch.func transform (vmap over the input while the buffers are "
+                "not batched, or jvp/grad of a function that captures the buffers). Put the "
+                "layer in eval mode, construct it with track_running_stats=False, or pass "
+                "the buffers in (an ensemble: torch.func.stack_module_state + "
+                "functional_call under vmap); torch.autograd.forward_ad gives forward mode "
+                f"in training. Error from PyTorch: {error}"
+            ) from error
+
+    def _non_finite_message(self, x, cov) -> str:
+        """Why the matrix given to the eigensolver is not finite (read only when it is not)."""
+        name = type(self).__name__
+        if not bool(torch.isfinite(x).all()):
+            return (
+                f"{name}: the batch covariance has NaN or infinite entries; the input (or a "
+                "gradient step before it) is not finite"
+            )
+        if not bool(torch.isfinite(cov).all()):
+            dtype = str(cov.dtype).removeprefix("torch.")
+            largest = float(x.detach().abs().amax())
+            hint = (
+                "rescale the input"
+                if cov.dtype == torch.float64
+                else "pass float64 input (x.double()) or rescale the input"
+            )
+            return (
+                f"{name}: the input is finite (largest magnitude {largest:.3g}) but its batch "
+                f"covariance, made of products of activations, overflowed {dtype} (largest "
+                f"{torch.finfo(cov.dtype).max:.3g}): {hint}"
+            )
+        return self._non_finite_reason(cov)
+
+    def _non_finite_reason(self, cov) -> str:
+        return (
+            f"{type(self).__name__}: the matrix given to the eigensolver has NaN or infinite "
+            "entries although the input and its covariance are finite"
+        )
 
     def _spectral(self, cov, spectral):
         """``spectral`` of ``cov + eps·I``, one autograd node with the core's VJP."""
@@ -389,9 +480,10 @@ class _GroupedEigenNorm(nn.Module):
             and _can_read_values()
             and not bool(torch.isfinite(cov).all())
         ):
-            raise ValueError(
-                f"{type(self).__name__}: the batch covariance has NaN or infinite entries; "
-                "the input (or a gradient step before it) is not finite"
+            # The forward pass replaces this by a message saying why (reading
+            # the input only then, so a finite step still reads one value).
+            raise _NonFiniteStatistics(
+                f"{type(self).__name__}: the batch covariance has NaN or infinite entries"
             )
         eye = torch.eye(self.group_size, dtype=cov.dtype, device=cov.device)
         return spectral_map(cov + self.eps * eye, spectral, check_finite=False)
@@ -442,7 +534,10 @@ class ZCAWhitening(_GroupedEigenNorm):
     check_finite : bool, default True
         Raise ``ValueError`` when the batch covariance has NaN or infinite
         entries, at the cost of reading the small ``(G, d, d)`` covariance
-        on the host in every training step (a GPU synchronisation). With
+        on the host in every training step (a GPU synchronisation). The
+        message says whether the input is not finite or a finite input's
+        covariance overflowed (float32 products overflow for activations of
+        about ``1e19``: use float64 input or rescale). With
         ``False`` a step is fully asynchronous, and a non-finite input is
         not caught: on a GPU the output, the gradients and the running
         statistics become NaN; on the CPU the eigensolver may instead raise
@@ -490,6 +585,19 @@ class ZCAWhitening(_GroupedEigenNorm):
     shape propagation and deferred initialisation. Checkpoints of svdpi 0.1
     load unchanged (see ``_load_from_state_dict``).
 
+    ``torch.func``, as with ``nn.BatchNorm2d``: ``vmap`` over an ensemble
+    (``torch.func.stack_module_state`` + ``functional_call``) in training
+    and evaluation, each member updating its own running statistics (also
+    with ``momentum=None``, where BatchNorm fails); ``vmap`` over inputs in
+    evaluation or without running statistics; ``grad``, ``vjp``, ``jvp``,
+    ``jacfwd`` and ``torch.autograd.forward_ad``. Forward mode is the
+    transpose of ``method``'s gradient (the derivative itself for
+    ``"exact"`` and ``"analytic"``). Where the running statistics cannot be
+    updated in place (``vmap`` over the input with unbatched buffers, a
+    ``jvp`` of a function that captures them), the layer raises
+    ``RuntimeError``, as BatchNorm does. The finiteness check is skipped
+    under these transforms.
+
     Cost: besides one batched eigendecomposition of ``(G, d, d)`` matrices,
     a training step makes two reductions, one centring pass and two batched
     products over the activations forward, and three products, two
@@ -529,9 +637,16 @@ class ZCAWhitening(_GroupedEigenNorm):
         energy_rule: str = "preceding",
         **config,
     ):
-        check_truncation(max_energy, energy_rule)
-        self.min_eigenvalue = None if min_eigenvalue is None else float(min_eigenvalue)
-        self.max_energy = None if max_energy is None else float(max_energy)
+        self.min_eigenvalue = check_real(min_eigenvalue, "min_eigenvalue", allow_none=True)
+        self.max_energy = check_real(
+            max_energy,
+            "max_energy",
+            minimum=0.0,
+            strict_minimum=True,
+            maximum=1.0,
+            allow_none=True,
+        )
+        check_truncation(self.max_energy, energy_rule)
         self.energy_rule = energy_rule
         super().__init__(*args, **config)
 
@@ -633,6 +748,17 @@ class PCADenoising(_GroupedEigenNorm):
     def _reset_running_buffers(self):
         self.running_var.fill_(1.0)
         self.running_projector.copy_(torch.eye(self.group_size).expand_as(self.running_projector))
+
+    def _non_finite_reason(self, cov) -> str:
+        variance = torch.diagonal(cov, dim1=-2, dim2=-1).reshape(-1)
+        constant = torch.nonzero(variance + self.eps == 0).reshape(-1).tolist()
+        if not constant:
+            return super()._non_finite_reason(cov)
+        more = " ..." if len(constant) > 8 else ""
+        return (
+            f"{type(self).__name__}: channel(s) {constant[:8]}{more} have zero variance in "
+            "this batch and eps=0, so standardising them divides 0 by 0; use eps > 0"
+        )
 
     def _matrix(self, cov):
         variance = torch.diagonal(cov, dim1=-2, dim2=-1)

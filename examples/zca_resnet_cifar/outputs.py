@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,6 +18,9 @@ if __package__:  # imported as a package (the tests)
 else:  # run as a script: this folder is on sys.path
     from runtime import Env, atomic_save, log
 
+# The files (and folder) of a run: train.py refuses an --out-dir holding any of
+# them unless told to --resume or --overwrite, and --overwrite deletes them.
+RUN_FILES = ("metrics.jsonl", "args.json", "last.pt", "best.pt", "tensorboard")
 TENSORBOARD_SCALARS = ("train_loss", "train_acc", "test_loss", "test_acc", "images_per_s", "lr")
 
 
@@ -49,11 +53,30 @@ class RunFiles:
         self.best = out / "best.pt"
         self._tensorboard = None
 
-    def start(self, record: dict, *, first_epoch: int, resumed: bool, tensorboard: bool) -> None:
-        """Create the folder, write ``args.json``, start or trim ``metrics.jsonl``."""
+    def start(
+        self,
+        record: dict,
+        *,
+        first_epoch: int,
+        resumed: bool,
+        tensorboard: bool,
+        overwrite: bool = False,
+    ) -> None:
+        """Create the folder, write ``args.json``, start or trim ``metrics.jsonl``.
+
+        With ``overwrite`` the files of a run already in the folder are deleted
+        first (a stale ``best.pt`` or TensorBoard log would otherwise survive).
+        """
         if not self.env.is_main:
             return
         self.out.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            for name in (*RUN_FILES, "last.pt.tmp", "best.pt.tmp"):
+                path = self.out / name
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
         if resumed and self.metrics.exists():
             # Keep the epochs the checkpoint has seen: a run stopped between its
             # metrics line and its checkpoint must not list an epoch twice.

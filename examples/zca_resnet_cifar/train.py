@@ -39,14 +39,14 @@ if __package__:  # imported as a package (the tests)
     from .checkpoint import CheckpointError, load_checkpoint
     from .guard import NonFiniteError, NonFiniteGuard, diagnose_failure
     from .model import NORMS, ModelConfig, ResNet, parse_blocks
-    from .outputs import RunFiles
+    from .outputs import RUN_FILES, RunFiles
     from .runtime import Env, all_reduce_sum, log, loud, seed_everything, setup_env
 else:  # run as a script: this folder is on sys.path
     import data as data_lib
     from checkpoint import CheckpointError, load_checkpoint
     from guard import NonFiniteError, NonFiniteGuard, diagnose_failure
     from model import NORMS, ModelConfig, ResNet, parse_blocks
-    from outputs import RunFiles
+    from outputs import RUN_FILES, RunFiles
     from runtime import Env, all_reduce_sum, log, loud, seed_everything, setup_env
 
 
@@ -71,19 +71,105 @@ EXIT_STATUS = {
 # ----------------------------------------------------------------------- arguments
 
 
+# Each option's type checks its value, so that a bad one ends in argparse's one
+# "error:" line (exit status 2) rather than in a traceback from deep inside.
+
+
 def _milestones(text: str) -> list[int]:
-    milestones = sorted(int(m) for m in text.split(",") if m.strip())
+    try:
+        milestones = sorted(int(m) for m in text.split(",") if m.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be epochs separated by commas, like 100,200; got {text!r}"
+        ) from None
     if milestones and milestones[0] < 1:
         raise argparse.ArgumentTypeError(f"epochs are counted from 1; got {text!r}")
     return milestones
 
 
+def _blocks(text: str) -> tuple[int, ...]:
+    try:
+        return parse_blocks(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be four positive integers like 2,2,2,2; got {text!r}"
+        ) from None
+
+
 def _finite_float(text: str) -> float:
     # float() accepts "nan" and "inf", which would only surface as a NaN loss.
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number; got {text!r}") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number; got {text!r}")
     return value
+
+
+def _float_in(low: float, high: float | None = None, *, open_low: bool = False):
+    """An argparse type: a finite number ``>= low`` (``> low`` if ``open_low``), ``<= high``."""
+
+    def parse(text: str) -> float:
+        value = _finite_float(text)
+        if value < low or (open_low and value == low) or (high is not None and value > high):
+            bound = f"{'>' if open_low else '>='} {low:g}"
+            if high is not None:
+                bound = f"in [{low:g}, {high:g}]"
+            raise argparse.ArgumentTypeError(f"must be {bound}; got {text!r}")
+        return value
+
+    return parse
+
+
+def _int_in(low: int, high: int | None = None):
+    """An argparse type: an integer ``>= low`` (and ``<= high``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer; got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"must be {bound}; got {text!r}")
+        return value
+
+    return parse
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def _device(text: str) -> str:
+    """``auto`` or a device this machine has: cpu, cuda, cuda:N, mps."""
+    if text == "auto":
+        return text
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(
+            f"must be auto, cpu, cuda, cuda:N or mps; got {text!r}"
+        ) from None
+    if device.type not in DEVICE_TYPES:
+        raise argparse.ArgumentTypeError(
+            f"must be auto, cpu, cuda, cuda:N or mps; got {text!r} (training on "
+            f"{device.type} is not supported by this script)"
+        )
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: no CUDA device is available here "
+                "(torch.cuda.is_available() is False); use --device cpu"
+            )
+        if device.index is not None and device.index >= count:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available here; use --device cpu")
+    return text
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -124,13 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--synthetic-size",
-        type=int,
+        type=_int_in(2),
         default=10_000,
         help="training images of the synthetic data set",
     )
     g.add_argument(
         "--synthetic-test-size",
-        type=int,
+        type=_int_in(1),
         default=None,
         help="held-out images of the synthetic data set (default: size / 5)",
     )
@@ -147,55 +233,71 @@ def build_parser() -> argparse.ArgumentParser:
         help="zca/pca: channels per group, d (default: all channels in one group)",
     )
     grp.add_argument("--num-groups", type=int, default=None, help="zca/pca: number of groups")
-    g.add_argument("--n-components", type=int, default=16, help="pca: eigenvectors kept per group")
+    g.add_argument(
+        "--n-components", type=_int_in(1), default=16, help="pca: eigenvectors kept per group"
+    )
     g.add_argument(
         "--method",
-        choices=["pi", "taylor", "analytic"],
+        choices=["pi", "taylor", "analytic", "exact"],
         default="pi",
-        help="zca/pca: eigenvector gradient (svdpi.eig_vjp)",
+        help="zca/pca: gradient of the whitening matrix or projector (the paper's power "
+        "iteration, its Taylor variant, the classical eigh gradient, or the exact "
+        "derivative of the matrix function; see svdpi.zca_whitening_matrix_vjp)",
     )
-    g.add_argument("--num-iters", type=int, default=19, help="zca/pca: power-iteration steps")
     g.add_argument(
-        "--eps", type=_finite_float, default=1e-4, help="zca/pca: added to the covariance"
+        "--num-iters", type=_int_in(1), default=19, help="zca/pca: power-iteration steps"
+    )
+    g.add_argument(
+        "--eps", type=_float_in(0.0), default=1e-4, help="zca/pca: added to the covariance"
     )
     g.add_argument(
         "--norm-momentum",
-        type=_finite_float,
+        type=_float_in(0.0, 1.0),
         default=0.1,
         help="momentum of the stem norm's running statistics",
     )
     g.add_argument(
         "--width",
-        type=int,
+        type=_int_in(1),
         default=64,
         help="channels of the stem and first stage (64 = ResNet-18)",
     )
     g.add_argument(
         "--blocks",
-        type=parse_blocks,
+        type=_blocks,
         default=(2, 2, 2, 2),
         help="BasicBlocks per stage (2,2,2,2 = ResNet-18)",
     )
 
     g = p.add_argument_group("optimisation (defaults: the paper's)")
-    g.add_argument("--epochs", type=int, default=350, help="epochs to train")
+    g.add_argument("--epochs", type=_int_in(1), default=350, help="epochs to train")
     g.add_argument(
-        "--batch-size", type=int, default=128, help="global batch size, split over the processes"
+        "--batch-size",
+        type=_int_in(1),
+        default=128,
+        help="global batch size, split over the processes",
     )
-    g.add_argument("--eval-batch-size", type=int, default=500, help="batch size of evaluation")
-    g.add_argument("--lr", type=_finite_float, default=0.1, help="initial learning rate")
-    g.add_argument("--momentum", type=_finite_float, default=0.9, help="SGD momentum")
-    g.add_argument("--weight-decay", type=_finite_float, default=5e-4, help="on all parameters")
+    g.add_argument(
+        "--eval-batch-size", type=_int_in(1), default=500, help="batch size of evaluation"
+    )
+    g.add_argument("--lr", type=_float_in(0.0), default=0.1, help="initial learning rate")
+    g.add_argument("--momentum", type=_float_in(0.0), default=0.9, help="SGD momentum")
+    g.add_argument("--weight-decay", type=_float_in(0.0), default=5e-4, help="on all parameters")
     g.add_argument(
         "--milestones",
         type=_milestones,
         default=[100, 200, 300],
         help="epochs after which the lr is multiplied by --gamma ('' for none)",
     )
-    g.add_argument("--gamma", type=_finite_float, default=0.1, help="lr factor at each milestone")
+    g.add_argument(
+        "--gamma",
+        type=_float_in(0.0, open_low=True),
+        default=0.1,
+        help="lr factor at each milestone",
+    )
     g.add_argument(
         "--max-steps",
-        type=int,
+        type=_int_in(1),
         default=None,
         help="stop each epoch after this many optimiser steps (smoke runs)",
     )
@@ -204,9 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--out-dir",
         default=None,
-        help="metrics.jsonl, args.json, last.pt, best.pt (default: runs/<name>)",
+        help="metrics.jsonl, args.json, last.pt, best.pt (default: runs/<name>, the name "
+        "made of the data set, the norm and its group size, the width, the blocks if not "
+        "2,2,2,2, and the seed, e.g. runs/cifar10-zca-d16-w64-seed0); a folder that "
+        "already holds a run is refused unless --resume or --overwrite is given",
     )
-    g.add_argument(
+    again = g.add_mutually_exclusive_group()
+    again.add_argument(
         "--resume",
         nargs="?",
         const="auto",
@@ -214,15 +320,31 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CKPT",
         help="continue from CKPT (default: OUT_DIR/last.pt)",
     )
-    g.add_argument("--seed", type=int, default=0, help="weights, shuffling, augmentation")
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in OUT_DIR (its metrics, checkpoints, settings and "
+        "TensorBoard logs are deleted first)",
+    )
+    g.add_argument(
+        "--seed",
+        type=_int_in(0, 2**32 - 1),
+        default=0,
+        help="weights, shuffling, augmentation",
+    )
     g.add_argument(
         "--deterministic",
         action="store_true",
         help="deterministic kernels (slower); same seed, same numbers",
     )
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     g.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
+        "--device", type=_device, default="auto", help="auto, cpu, cuda, cuda:1, ..., mps"
+    )
+    g.add_argument(
+        "--threads",
+        type=_int_in(1),
+        default=None,
+        help="CPU threads for torch (default: torch's choice)",
     )
     g.add_argument(
         "--amp",
@@ -233,7 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--channels-last", action="store_true", help="NHWC activations")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument(
-        "--dist-backend", default=None, help="torchrun runs: nccl on GPUs, gloo on CPU by default"
+        "--dist-backend",
+        choices=["nccl", "gloo", "mpi", "ucc"],
+        default=None,
+        help="torchrun runs: nccl on GPUs, gloo on CPU by default",
     )
     g.add_argument(
         "--no-sync-bn",
@@ -254,12 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--log-interval",
-        type=int,
+        type=_int_in(1),
         default=10,
         help="steps between progress-bar updates and NaN checks",
     )
     # Test hook: makes the loss NaN at this global step (1-based), to exercise the guard.
-    g.add_argument("--inject-nan-at-step", type=int, default=None, help=argparse.SUPPRESS)
+    g.add_argument("--inject-nan-at-step", type=_int_in(1), default=None, help=argparse.SUPPRESS)
     return p
 
 
@@ -280,19 +405,66 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--n-components must be in [1, group size {args.group_size}]")
     elif args.group_size is not None or args.num_groups is not None:
         parser.error("--group-size/--num-groups apply to --norm zca and pca only")
-    for name in ("epochs", "batch_size", "eval_batch_size", "synthetic_size", "log_interval"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.max_steps is not None and args.max_steps < 1:
-        parser.error("--max-steps must be >= 1")
     if args.out_dir is None:
-        setting = {
-            "bn": "bn",
-            "zca": f"zca-d{args.group_size}",
-            "pca": f"pca-d{args.group_size}-k{args.n_components}",
-        }
-        args.out_dir = f"runs/{args.dataset}-{setting[args.norm]}-seed{args.seed}"
+        args.out_dir = default_out_dir(args)
+    check_out_dir(parser, args)
     return args
+
+
+def default_out_dir(args: argparse.Namespace) -> str:
+    """``runs/<name>``, the name made of what tells runs apart.
+
+    The data set (with its size when synthetic), the norm with its group size
+    (and components, gradient method if not the default), the width, the
+    blocks when not ResNet-18's, and the seed: runs differing in any of them
+    get different folders.
+
+    Examples
+    --------
+    >>> default_out_dir(parse_args(["--norm", "zca", "--group-size", "16"]))
+    'runs/cifar10-zca-d16-w64-seed0'
+    >>> default_out_dir(parse_args(["--dataset", "synthetic", "--norm", "pca", "--width", "16",
+    ...                             "--num-groups", "1", "--n-components", "4", "--blocks",
+    ...                             "1,1,1,1", "--method", "exact", "--seed", "3"]))
+    'runs/synthetic10000-pca-d16-k4-exact-w16-b1111-seed3'
+    """
+    data = args.dataset
+    if data == "synthetic":
+        data += str(args.synthetic_size)
+        if args.synthetic_test_size is not None:
+            data += f"t{args.synthetic_test_size}"
+    setting = {
+        "bn": "bn",
+        "zca": f"zca-d{args.group_size}",
+        "pca": f"pca-d{args.group_size}-k{args.n_components}",
+    }[args.norm]
+    if args.norm != "bn" and args.method != "pi":
+        setting += f"-{args.method}"
+    blocks = "" if tuple(args.blocks) == (2, 2, 2, 2) else "-b" + "".join(map(str, args.blocks))
+    return f"runs/{data}-{setting}-w{args.width}{blocks}-seed{args.seed}"
+
+
+def check_out_dir(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse an ``--out-dir`` that cannot be written, or that holds a run to keep.
+
+    Before anything is loaded or trained: a path under a file, a file, a
+    folder without write permission, or a folder holding a run's files when
+    neither ``--resume`` nor ``--overwrite`` says what to do with them.
+    """
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out-dir {out} is a file, not a folder")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        parser.error(f"--out-dir {out}: {existing} is a file, so no folder can be made under it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        parser.error(f"--out-dir {out}: {existing} is not writable")
+    run = [name for name in RUN_FILES if (out / name).exists()]
+    if run and args.resume is None and not args.overwrite:
+        parser.error(
+            f"--out-dir {out} already holds a run ({', '.join(run)}): pass --resume to "
+            "continue it, --overwrite to replace it, or choose another --out-dir"
+        )
 
 
 def model_config(args: argparse.Namespace, num_classes: int) -> ModelConfig:
@@ -767,6 +939,7 @@ def _run(args: argparse.Namespace, env: Env) -> dict:
         first_epoch=training.epoch + 1,
         resumed=training.last_good is not None,
         tensorboard=args.tensorboard,
+        overwrite=args.overwrite,
     )
     log_start(training, files)
     summary: dict = {"epochs_run": 0, "best_test_acc": training.best_test_acc}

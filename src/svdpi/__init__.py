@@ -22,6 +22,16 @@ from ._matrix_functions import (
     matrix_power_vjp,
 )
 from ._spectral_maps import spectral_map, spectral_map_hvp, spectral_map_jvp, spectral_map_vjp
+from ._svd import SVDResult, svd
+from ._svd_gradient import svd_jvp, svd_vjp
+from ._svd_maps import (
+    polar,
+    polar_jvp,
+    polar_vjp,
+    singular_value_map,
+    singular_value_map_jvp,
+    singular_value_map_vjp,
+)
 from ._truncation import Truncation
 from ._whitening import (
     pca_projector,
@@ -35,6 +45,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "EigResult",
+    "SVDResult",
     "Truncation",
     "eig",
     "eig_jvp",
@@ -48,10 +59,19 @@ __all__ = [
     "matrix_power_vjp",
     "pca_projector",
     "pca_projector_vjp",
+    "polar",
+    "polar_jvp",
+    "polar_vjp",
+    "singular_value_map",
+    "singular_value_map_jvp",
+    "singular_value_map_vjp",
     "spectral_map",
     "spectral_map_hvp",
     "spectral_map_jvp",
     "spectral_map_vjp",
+    "svd",
+    "svd_jvp",
+    "svd_vjp",
     "truncation_mask",
     "zca_whitening_matrix",
     "zca_whitening_matrix_vjp",

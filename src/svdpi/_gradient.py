@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._coefficients import coefficient_product
 from ._dispatch import DECLINED, call_native
-from ._scaling import _constant, largest_magnitude
+from ._scaling import largest_magnitude
 from ._typing import Array, Namespace
 from ._validation import (
     check_eigenpairs,
@@ -198,8 +198,8 @@ def coefficient_scale(eigenvalues: Array, xp: Namespace) -> Array:
     """
     largest = largest_magnitude(eigenvalues, xp)
     one = xp.ones_like(largest)
-    tiny = _constant(xp.finfo(eigenvalues.dtype).smallest_normal, largest, xp)
-    return xp.where(largest < tiny, one, xp.minimum(largest, one))
+    zero_spectrum = largest < xp.finfo(eigenvalues.dtype).smallest_normal
+    return xp.where(zero_spectrum, one, xp.minimum(largest, one))
 
 
 def eig_jvp(

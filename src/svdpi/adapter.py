@@ -52,6 +52,22 @@ Eigenpairs and their derivatives
   arguments already checked;
 - ``project_symmetric``: ``Vᵀ sym(X) V``.
 
+The singular value decomposition
+--------------------------------
+- ``svd_vjp_checked`` and ``svd_jvp_checked``: :func:`svdpi.svd_vjp` and
+  :func:`svdpi.svd_jvp` after their argument checks (an adapter's backward
+  has checked them), with ``canonical=`` and, for the VJP, ``phase=`` (what
+  to do when a complex loss depends on the singular vectors' phase);
+- ``check_svd_dtype``, ``check_svd_matrix`` (shape ``(..., m, n)``),
+  ``check_svd_method``, ``svd_factors_finite`` (the finiteness check of
+  real or complex input), ``canonicalize`` (the canonical phase of the
+  factors);
+- functions of the singular values: ``check_singular_value_function``
+  (a ``SpectralFunction`` with ``f(0) = 0``), ``singular_value_kernels`` and
+  ``polar_kernels`` (the rectangular Daleckii–Krein kernels ``D⁻``, ``D⁺``
+  and ``f(σ)/σ``), ``apply_singular_value_kernels`` (the map they define,
+  its own transpose).
+
 Layers' statistics
 ------------------
 - :func:`grouped_covariance` and :func:`grouped_covariance_vjp`, with the
@@ -74,6 +90,16 @@ from ._dispatch import DECLINED, STEPS, Decline, native_paths, register
 from ._eig import all_finite
 from ._gradient import project_symmetric, vjp_from_projected
 from ._spectral_maps import check_function, check_second_order
+from ._svd import canonicalize, check_svd_dtype
+from ._svd import check_matrix as check_svd_matrix
+from ._svd import finite as svd_factors_finite
+from ._svd_gradient import check_svd_method
+from ._svd_gradient import jvp as svd_jvp_checked
+from ._svd_gradient import vjp as svd_vjp_checked
+from ._svd_maps import _kernels as singular_value_kernels
+from ._svd_maps import _polar_kernels as polar_kernels
+from ._svd_maps import apply_kernels as apply_singular_value_kernels
+from ._svd_maps import check_function as check_singular_value_function
 from ._truncation import Truncation
 from ._validation import (
     MATRIX_FUNCTION_METHODS,
@@ -102,6 +128,8 @@ __all__ = [
     "GroupedMoments",
     "Truncation",
     "all_finite",
+    "apply_singular_value_kernels",
+    "canonicalize",
     "check_companion",
     "check_eigenpairs",
     "check_exponent",
@@ -114,7 +142,11 @@ __all__ = [
     "check_num_iters",
     "check_real_option",
     "check_second_order",
+    "check_singular_value_function",
     "check_square",
+    "check_svd_dtype",
+    "check_svd_matrix",
+    "check_svd_method",
     "check_truncation",
     "coefficient_product",
     "eigenvalue_floor",
@@ -122,7 +154,12 @@ __all__ = [
     "grouped_covariance_vjp",
     "namespace_of",
     "native_paths",
+    "polar_kernels",
     "project_symmetric",
     "register",
+    "singular_value_kernels",
+    "svd_factors_finite",
+    "svd_jvp_checked",
+    "svd_vjp_checked",
     "vjp_from_projected",
 ]
