@@ -8,7 +8,7 @@ from array_api_compat import array_namespace
 
 from ._compat import array_device
 from ._typing import Array, Namespace
-from ._validation import check_floating, check_real_option
+from ._validation import check_floating, check_real
 
 ENERGY_RULES = ("preceding", "inclusive")
 
@@ -27,8 +27,8 @@ class Truncation:
     ----------
     min_eigenvalue : float, optional
         Keep only eigenpairs with ``λ_j > min_eigenvalue`` (the paper uses
-        its ``eps``, the value added to the covariance's diagonal). Any real
-        number but NaN (``-inf`` keeps every pair).
+        its ``eps``, the value added to the covariance's diagonal); a finite
+        real number.
     max_energy : float, optional
         Keep the leading eigenpairs until they hold this fraction of the
         total energy ``Σ λ`` (the paper uses ``1 − eps``); in ``(0, 1]``.
@@ -45,7 +45,9 @@ class Truncation:
     TypeError
         For an option that is not a real number (a string, an array, a bool).
     ValueError
-        For NaN, ``max_energy`` outside ``(0, 1]`` or an unknown ``energy_rule``.
+        For NaN or an infinity, ``max_energy`` outside ``(0, 1]`` or an
+        unknown ``energy_rule``. The messages are those of the layers'
+        options (:class:`svdpi.torch.ZCAWhitening` takes the same ones).
 
     Notes
     -----
@@ -72,7 +74,7 @@ class Truncation:
     >>> svdpi.Truncation(max_energy=float("nan"))
     Traceback (most recent call last):
         ...
-    ValueError: max_energy must be a number, got NaN
+    ValueError: max_energy must be a finite number > 0 and <= 1, got nan
     """
 
     min_eigenvalue: float | None = None
@@ -80,10 +82,15 @@ class Truncation:
     energy_rule: str = "preceding"
 
     def __post_init__(self) -> None:
-        minimum = check_real_option(self.min_eigenvalue, "min_eigenvalue")
-        energy = check_real_option(self.max_energy, "max_energy")
-        if energy is not None and not 0.0 < energy <= 1.0:
-            raise ValueError(f"max_energy must be in (0, 1], got {self.max_energy!r}")
+        minimum = check_real(self.min_eigenvalue, "min_eigenvalue", allow_none=True)
+        energy = check_real(
+            self.max_energy,
+            "max_energy",
+            minimum=0.0,
+            strict_minimum=True,
+            maximum=1.0,
+            allow_none=True,
+        )
         if not isinstance(self.energy_rule, str) or self.energy_rule not in ENERGY_RULES:
             raise ValueError(
                 f"energy_rule must be 'preceding' or 'inclusive', got {self.energy_rule!r}"

@@ -128,27 +128,55 @@ def check_exponent(p: Any, name: str = "p") -> float:
     return value
 
 
-def check_real_option(value: Any, name: str, *, allow_none: bool = True) -> float | None:
-    """Require a real number that is not NaN (a Python or NumPy scalar, no bool); return a float.
+def check_real(
+    value: Any,
+    name: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    strict_minimum: bool = False,
+    allow_none: bool = False,
+) -> float | None:
+    """A finite real Python or NumPy scalar (not a bool), as a float, within the bounds.
 
-    For options compared with array values (a threshold, a fraction): NaN
-    would compare false with everything and silently change the result, and
-    a string or an array would fail later with a message that names nothing.
-    Infinities are allowed here; callers that need a range check it.
+    For options compared with array values (a threshold, a fraction, a
+    momentum): NaN would compare false with everything and silently change
+    the result, and a string or an array would fail later with a message
+    that names nothing. The messages are those of the layers' options, so
+    that every entry point refuses an option in the same words.
+
+    Examples
+    --------
+    >>> check_real(1, "momentum", minimum=0.0, maximum=1.0)
+    1.0
+    >>> check_real(True, "momentum")
+    Traceback (most recent call last):
+    ...
+    TypeError: momentum must be a real number (a Python or NumPy scalar), got bool True
+    >>> check_real(float("nan"), "eps", minimum=0.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: eps must be a finite number >= 0, got nan
     """
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        none = " or None" if allow_none else ""
         raise TypeError(
-            f"{name} must be a real number (a Python or NumPy scalar), "
+            f"{name} must be a real number (a Python or NumPy scalar){none}, "
             f"got {type(value).__name__} {_short(value)}"
         )
     try:
         result = float(value)
-    except OverflowError:
+    except OverflowError:  # an integer beyond the float range
         result = math.copysign(math.inf, value)
-    if math.isnan(result):
-        raise ValueError(f"{name} must be a number, got NaN")
+    lower = "" if minimum is None else f" {'>' if strict_minimum else '>='} {minimum:g}"
+    upper = "" if maximum is None else f" <= {maximum:g}"
+    bounds = f"{lower}{' and' if lower and upper else ''}{upper}"
+    too_small = minimum is not None and (result <= minimum if strict_minimum else result < minimum)
+    too_large = maximum is not None and result > maximum
+    if not math.isfinite(result) or too_small or too_large:
+        raise ValueError(f"{name} must be a finite number{bounds}, got {_short(value)}")
     return result
 
 

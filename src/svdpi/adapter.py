@@ -25,7 +25,7 @@ to give the same errors (they read metadata only, never array values):
   ``MATRIX_FUNCTION_METHODS`` (spectral maps, ``"exact"`` included),
   ``check_second_order`` (only ``"exact"`` has a second derivative),
   ``check_num_iters``, ``check_integer``, ``check_exponent``,
-  ``check_real_option``, ``check_function`` (a
+  ``check_real`` (a finite real option within bounds), ``check_function`` (a
   ``SpectralFunction``).
 
 Native fast paths (:mod:`svdpi._dispatch`'s contract)
@@ -113,7 +113,7 @@ from ._validation import (
     check_mask,
     check_method,
     check_num_iters,
-    check_real_option,
+    check_real,
     check_square,
     namespace_of,
 )
@@ -140,7 +140,7 @@ __all__ = [
     "check_mask",
     "check_method",
     "check_num_iters",
-    "check_real_option",
+    "check_real",
     "check_second_order",
     "check_singular_value_function",
     "check_square",
