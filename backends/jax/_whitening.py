@@ -9,13 +9,18 @@ import jax
 import jax.numpy as jnp
 from svdpi.adapter import (
     MATRIX_FUNCTION_METHODS,
+    Truncation,
     check_integer,
     check_method,
     check_num_iters,
-    check_truncation,
+    check_real,
+    grouped_covariance,
 )
+from svdpi.functions import Power
 
-from ._matrix_functions import _matrix_function, _Spec
+from ._spectral import Spec, apply
+
+_WHITENING = Power(-0.5)
 
 
 class WhiteningStats(NamedTuple):
@@ -107,25 +112,29 @@ def zca_whitening(
         raise ValueError(
             f"x must hold more than one sample per channel, got shape {tuple(x.shape)}"
         )
-    eps = float(eps)
-    if not 0.0 <= eps < math.inf:
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-    check_truncation(max_energy, energy_rule)
+    eps = check_real(eps, "eps", minimum=0.0)
+    truncation = Truncation(min_eigenvalue, max_energy, energy_rule)
     method = check_method(method, MATRIX_FUNCTION_METHODS)
     num_iters = check_num_iters(num_iters)
     compute = _compute_dtype(x)
-    samples = x.astype(compute).reshape(positions, num_groups, group_size)
-    mean = jnp.mean(samples, axis=0)
-    centred = samples - mean
-    cov = jnp.einsum("mgi,mgj->gij", centred, centred) / positions
-    cov = cov + eps * jnp.eye(group_size, dtype=compute)
-    truncation = None
-    if min_eigenvalue is not None or max_energy is not None:
-        truncation = (min_eigenvalue, max_energy, energy_rule)
-    spec = _Spec("power", -0.5, method, num_iters, truncation=truncation)
+    # The core's grouped statistics (channels last; every other axis a sample
+    # axis), differentiated by JAX itself: its operations are JAX's, so
+    # forward mode, second derivatives and vmap come with them (the core's
+    # grouped_covariance_vjp, equal to it, is the reference of the tests).
+    moments = grouped_covariance(x.astype(compute), num_groups=num_groups, channel_axis=-1, xp=jnp)
+    mean, centred = moments.mean, moments.centred
+    cov = moments.covariance + eps * jnp.eye(group_size, dtype=compute)
+    spec = Spec(
+        _WHITENING,
+        method,
+        num_iters,
+        "svdpi.jax.zca_whitening",
+        truncation=truncation if truncation.truncates else None,
+    )
     # One eigendecomposition: the truncation mask is chosen inside, from its eigenvalues.
-    whitening = _matrix_function(cov, None, spec)
-    y = jnp.einsum("gij,mgj->mgi", whitening, centred).reshape(x.shape).astype(x.dtype)
+    whitening = apply(cov, None, spec)
+    grouped = centred.reshape(*x.shape[:-1], num_groups, group_size)
+    y = jnp.einsum("gij,...gj->...gi", whitening, grouped).reshape(x.shape).astype(x.dtype)
     stats = WhiteningStats(
         jax.lax.stop_gradient(mean.reshape(-1)), jax.lax.stop_gradient(whitening)
     )
