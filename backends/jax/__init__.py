@@ -28,6 +28,9 @@ except ImportError as error:
         "The core, svdpi.eig / svdpi.eig_vjp, works without it on NumPy and PyTorch arrays."
     ) from error
 
+from svdpi.adapter import register as _register
+
+from . import _native
 from ._eig import eig
 from ._matrix_functions import (
     expm,
@@ -42,6 +45,10 @@ from ._matrix_functions import (
 )
 from ._svd import low_rank, polar, singular_value_map, svd
 from ._whitening import WhiteningStats, whiten, zca_whitening
+
+# The core's fast path for JAX arrays (see svdpi.adapter): an eigh that
+# does not overflow above half the dtype's maximum.
+_register("jax", eigh=_native.eigh)
 
 __all__ = [
     "WhiteningStats",
