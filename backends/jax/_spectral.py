@@ -31,7 +31,6 @@ import svdpi
 from jax.core import ShapedArray
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
-from svdpi.adapter import Truncation
 
 _SECOND_ORDER_ONLY = (
     "{name} with method='exact' is differentiable twice: a third derivative (a "
@@ -64,20 +63,16 @@ class Spec:
     method: str
     num_iters: int
     name: str = dataclasses.field(compare=False)
-    truncation: Truncation | None = None
     n_components: int | None = None
 
 
 def eigenpairs_and_mask(a: Any, mask: Any, spec: Spec) -> tuple[Any, Any, Any]:
     """The eigenpairs of ``a`` (no derivative flows through them) and the mask to use.
 
-    ``mask`` (the user's), the truncation's and ``n_components``' masks are
-    combined; ``None`` when none applies.
+    ``mask`` (the user's) and ``n_components``' mask are combined; ``None``
+    when neither applies.
     """
     eigenvalues, eigenvectors = svdpi.eig(jax.lax.stop_gradient(a), check_finite=False, xp=jnp)
-    if spec.truncation is not None and spec.truncation.truncates:
-        keep = spec.truncation.mask(eigenvalues, xp=jnp)
-        mask = keep if mask is None else mask & keep
     if spec.n_components is not None:
         leading = jnp.arange(a.shape[-1]) < spec.n_components
         mask = jnp.broadcast_to(leading, eigenvalues.shape) if mask is None else mask & leading

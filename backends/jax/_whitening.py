@@ -91,6 +91,15 @@ def zca_whitening(
     their own dtype, as in the PyTorch layer. NaN in ``x`` propagates to
     ``y`` (there is no host-side check under ``jit``).
 
+    Each group is whitened in units of a power of two ``2^e`` near its
+    largest ``|x|``: the covariance of ``x / 2^e`` plus ``eps / 4^e``, whose
+    whitening matrix applied to ``x̃ / 2^e`` is ``y`` exactly (dividing by a
+    power of two is exact). The result is that of the plain formula, and it
+    stays finite where the plain covariance would overflow or underflow
+    (float32 activations of ``1e20`` or ``1e-25``); ``min_eigenvalue`` and
+    the statistics are on the true scale. The statistics are the core's
+    :func:`svdpi.adapter.grouped_covariance`, differentiated by JAX.
+
     Examples
     --------
     >>> import jax
