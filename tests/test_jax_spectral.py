@@ -274,6 +274,29 @@ def test_hessian_vector_products_equal_the_mpmath_oracle_at_ties(fn, oracle, mod
             assert_close(product, expected, rtol=1e-9, err_msg=mode)
 
 
+def test_hessian_vector_products_in_float32_at_ties():
+    """Float32 (JAX's default): the same oracle, to float32's accuracy."""
+    g, t = _symmetric(10), _symmetric(11)
+
+    def hvp(a, g, t, fn):
+        loss = lambda m: jnp.sum(g * svdpi.jax.spectral_map(m, fn))  # noqa: E731
+        return jax.jvp(jax.grad(loss), (a,), (t,))[1]
+
+    def both(a, g, t):
+        return jnp.stack([hvp(a, g, t, fn) for fn in (Power(0.5), Log())])
+
+    with jax.enable_x64(False):
+        products = jax.jit(jax.vmap(both, in_axes=(0, None, None)))
+        a = np.stack([_rotated(TRIPLE), _rotated(NEAR)]).astype(np.float32)
+        got = products(jnp.asarray(a), jnp.asarray(g, jnp.float32), jnp.asarray(t, jnp.float32))
+    assert got.dtype == jnp.float32
+    for i, spectrum in enumerate((TRIPLE, NEAR)):
+        # The oracle at the float32 matrix's own binary values.
+        for j, fn in enumerate((Power(0.5), Log())):
+            expected = hvp_oracle(oracle_for(fn), a[i], g, t)
+            assert_close(got[i, j], expected, rtol=2e-5, err_msg=f"{fn} {spectrum}")
+
+
 def test_hessian_at_a_tie_is_independent_of_the_eigenbasis():
     """Permuted coordinates give eigh another basis of the tied eigenspace, and the same answer.
 
