@@ -1,12 +1,16 @@
 """One ``jax.custom_jvp`` for every spectral function, with second derivatives for "exact".
 
-``F(A) = V diag(mask · f(clamped λ)) Vᵀ`` is :func:`_value`, a ``custom_jvp``
-of ``A`` and of the eigenpairs (computed from ``stop_gradient(A)``, so JAX
-never differentiates ``eigh``). Its JVP rule is the core's
-:func:`svdpi.spectral_map_jvp`, as one JAX primitive, :data:`linear_p`:
-linear in the tangent, transposed by the core's :func:`svdpi.spectral_map_vjp`
+``F(A) = V diag(mask · f(clamped λ)) Vᵀ`` is ``value``, a ``custom_jvp`` of
+``A`` and of the eigenpairs (computed from ``stop_gradient(A)``, so JAX never
+differentiates ``eigh``). Its JVP rule is the core's
+:func:`svdpi.spectral_map_jvp` as a JAX primitive, ``linear_p``: linear in
+the tangent, transposed by the core's :func:`svdpi.spectral_map_vjp`
 (reverse mode), and itself differentiable in ``A`` through the core's
-:func:`svdpi.spectral_map_hvp` (:data:`hvp_p`) for ``method="exact"``.
+:func:`svdpi.spectral_map_hvp` (the primitive ``hvp_p``) for
+``method="exact"``. ``hvp_p`` is bilinear in its two directions, its own
+transpose in either (the second derivative is symmetric), and raises for a
+third derivative. Both primitives are lowered from the core's code on
+``jax.numpy`` (``mlir.lower_fun``), and batch over leading axes as the core does.
 
 Why primitives and not a ``custom_jvp`` for the linear map: reverse mode
 partially evaluates the JVP rule, and JAX's partial evaluation inlines a
