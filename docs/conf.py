@@ -110,7 +110,7 @@ numpydoc_validation_exclude = {
     r"\.[A-Z][A-Z0-9_]+$",
     # NamedTuple results list their fields under "Attributes"; the checker
     # reads the generated constructor as undocumented parameters.
-    r"\.(EigResult|SVDResult|WhiteningStats)$",
+    r"\.(EigResult|SVDResult|WhiteningStats|GroupedMoments)$",
 }
 numpydoc_validation_overrides = {
     # The synchronised layers document the parameters they share with the

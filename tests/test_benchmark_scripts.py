@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import time
@@ -157,3 +158,22 @@ def test_jax_eig_benchmark_quick_mode(tmp_path):
     for row in rows:
         ratios = [float(cell) for cell in row.strip("|").split("|")[-2:]]
         assert all(ratio > 0 for ratio in ratios), row
+
+
+def test_pi_vs_exact_quick_mode():
+    """benchmarks/pi_vs_exact.py --quick: "pi" is "exact" to 1e-5 on the separated spectrum."""
+    result = _run_benchmark("pi_vs_exact.py", "--quick")
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = {line[:42].strip(): line[42:] for line in result.stdout.splitlines()[2:]}
+    assert set(rows) == {
+        "separated: 4, 2, 1, 0.5",
+        "ratios 0.9: 1, 0.9, 0.81, 0.729",
+        "relative gap 1e-4: 2, 1 + 1e-4, 1, 0.5",
+        "real-image covariance, d = 16",
+    }
+    # Each row: median, max for inv_sqrtm, logm, sqrtm.
+    numbers = {k: [float(x) for x in re.findall(r"[0-9.e+-]+", row)] for k, row in rows.items()}
+    medians = {key: values[0::2] for key, values in numbers.items()}
+    assert all(len(values) == 6 for values in numbers.values())
+    assert max(medians["separated: 4, 2, 1, 0.5"]) < 1e-5
+    assert min(medians["ratios 0.9: 1, 0.9, 0.81, 0.729"]) > 1e-2

@@ -219,15 +219,42 @@ def test_exact_with_a_mask_is_the_derivative_of_the_truncated_function(xp, spect
     assert _inner(vjp, t) == pytest.approx(fd, rel=1e-6)
 
 
+def _exact_eigenpairs(xp, spectrum, seed):
+    """Eigenvalues exactly equal where ``spectrum`` repeats, and an orthogonal basis."""
+    q = np.linalg.qr(np.random.default_rng(seed).standard_normal((len(spectrum),) * 2))[0]
+    return from_numpy(xp, np.array(spectrum)), from_numpy(xp, q)
+
+
 def test_a_mask_that_cuts_a_repeated_eigenvalue_gives_nan(xp):
     """No gap at the cut: the truncated function has no derivative, and the result says so."""
-    a, g, _ = _problem(SPECTRA["double"], seed=10)
-    w, v = svdpi.eig(from_numpy(xp, a))
+    w, v = _exact_eigenpairs(xp, SPECTRA["double"], seed=10)
+    g = from_numpy(xp, np.random.default_rng(10).standard_normal((4, 4)))
     mask = from_numpy(xp, np.array([True, True, False, False]), xp.bool)
-    result = to_numpy(
-        svdpi.matrix_power_vjp(w, v, 0.5, from_numpy(xp, g), mask=mask, method="exact")
-    )
+    result = to_numpy(svdpi.matrix_power_vjp(w, v, 0.5, g, mask=mask, method="exact"))
     assert np.isnan(result).all()
+
+
+def test_a_cut_between_distinct_eigenvalues_has_a_finite_derivative(xp):
+    """Issue 18: a cut closer than n · eps · max|λ| but with a gap is differentiable.
+
+    0.2 called eigenvalues within n · eps · max|λ| equal and returned NaN; the
+    truncated function has a derivative wherever the eigenvalues at the cut
+    differ, ``φ_kept / (λ_i − λ_j)`` across it.
+    """
+    eps = np.finfo(np.float64).eps
+    gap = 2 * eps  # far below n · eps · max|λ| = 16 eps
+    spectrum = [2.0, 1.0 + gap, 1.0, 0.5]
+    w, v = _exact_eigenpairs(xp, spectrum, seed=19)
+    g = from_numpy(xp, np.random.default_rng(19).standard_normal((4, 4)))
+    mask = from_numpy(xp, np.array([True, True, False, False]), xp.bool)
+    result = to_numpy(svdpi.matrix_power_vjp(w, v, -0.5, g, mask=mask))
+    # The kernel between the kept 1 + gap and the dropped 1 is φ / gap.
+    v_np, g_np = to_numpy(v), to_numpy(g)
+    kernel = v_np.T @ result @ v_np
+    projected = v_np.T @ ((g_np + g_np.T) / 2) @ v_np
+    expected = (1.0 + gap) ** -0.5 / (float(to_numpy(w)[1]) - float(to_numpy(w)[2]))
+    assert np.isfinite(result).all()
+    assert kernel[1, 2] == pytest.approx(expected * projected[1, 2], rel=1e-12)
 
 
 @pytest.mark.parametrize("f", [-1.0, -0.5, "log"])
@@ -262,30 +289,31 @@ def test_exact_zero_eigenvalue_uses_the_right_derivative(p, expected):
     assert result[1, 1] == expected
 
 
-def test_divided_differences_keep_their_relative_accuracy_far_apart():
-    """A large ratio of eigenvalues: the divided difference of λ^p to a few ulps."""
-    import array_api_compat.numpy as xp
-
-    from svdpi._matrix_functions import _Function
-
-    x, y = np.array([1.0]), np.array([3e-14])
+def test_divided_differences_keep_their_relative_accuracy_far_apart(xp):
+    """A large ratio of eigenvalues: the exact kernel of λ^p and log to a few ulps."""
+    x, y = 1.0, 3e-14
+    w = from_numpy(xp, np.array([x, y]))
+    v = from_numpy(xp, np.eye(2))
+    g = from_numpy(xp, np.array([[0.0, 1.0], [1.0, 0.0]]))
     for p in (-0.5, 0.3, 0.5, 2.0):
-        expected = (x**p - y**p) / (x - y)
-        got = _Function("power", p).divided_differences(x, y, xp)
-        np.testing.assert_allclose(got, expected, rtol=4e-15)
-    got = _Function("log").divided_differences(x, y, xp)
+        got = to_numpy(svdpi.matrix_power_vjp(w, v, p, g))[0, 1]
+        np.testing.assert_allclose(got, (x**p - y**p) / (x - y), rtol=4e-15)
+    got = to_numpy(svdpi.matrix_log_vjp(w, v, g))[0, 1]
     np.testing.assert_allclose(got, (np.log(x) - np.log(y)) / (x - y), rtol=4e-15)
 
 
-@pytest.mark.parametrize("n_components", [1, 2])
-def test_projector_exact_matches_finite_differences_and_analytic(xp, n_components):
+def test_projector_cut_through_a_repeated_eigenvalue_gives_nan(xp):
+    w, v = _exact_eigenpairs(xp, SPECTRA["triple"], seed=13)
+    g = from_numpy(xp, np.random.default_rng(13).standard_normal((4, 4)))
+    exact = svdpi.pca_projector_vjp(w, v, g, n_components=2, method="exact")
+    assert np.isnan(to_numpy(exact)).all()
+
+
+def test_projector_exact_matches_finite_differences_and_analytic(xp):
     a, g, t = _problem(SPECTRA["triple"], seed=13)
     w, v = svdpi.eig(from_numpy(xp, a))
     g_x = from_numpy(xp, g)
-    exact = svdpi.pca_projector_vjp(w, v, g_x, n_components=n_components, method="exact")
-    if n_components == 2:  # the cut goes through the triple eigenvalue
-        assert np.isnan(to_numpy(exact)).all()
-        return
+    exact = svdpi.pca_projector_vjp(w, v, g_x, n_components=1, method="exact")
 
     def loss(s):
         return np.sum(

@@ -251,8 +251,12 @@ def test_truncated_map_matches_central_differences_where_there_is_a_gap(xp, m, n
 
 def test_truncated_map_without_a_gap_has_a_nan_derivative():
     rng = np.random.default_rng(8)
-    a = with_singular_values(rng, 4, 3, [2.0, 1.0, 1.0])
-    u, s, vh = svdpi.svd(a)
+    # Factors with an exactly repeated singular value (an SVD of the product
+    # would split it by round-off).
+    u = np.linalg.qr(rng.standard_normal((4, 3)))[0]
+    vh = np.linalg.qr(rng.standard_normal((3, 3)))[0].T
+    s = np.array([2.0, 1.0, 1.0])
+    a = (u * s) @ vh
     mask = np.array([True, True, False])  # cuts through the repeated singular value
     grad = svdpi.singular_value_map_vjp(u, s, vh, Power(1.0), np.ones(a.shape), mask=mask)
     assert np.isnan(grad).any()
@@ -307,3 +311,28 @@ def test_empty_factors_give_empty_results(xp):
         assert tuple(svdpi.singular_value_map(u, s, vh, Tanh()).shape) == shape
         assert tuple(svdpi.polar_vjp(u, s, vh, a).shape) == shape
         assert tuple(svdpi.singular_value_map_jvp(u, s, vh, Power(2.0), a).shape) == shape
+
+
+def test_truncated_map_with_a_gap_below_the_floor_is_finite():
+    """Issue 18's class: distinct singular values closer than max(m, n) · eps · σ_max.
+
+    0.2's rule for eigenvalues (and the SVD maps' until 0.3) called them equal
+    and returned NaN; the truncated function has a derivative, φ over the gap.
+    """
+    # Exact in float32: the gap 2^-22 is below 5 · eps · 1 = 6e-7 there.
+    s64 = np.array([1.0, 0.5 + 2.0**-22, 0.5, 0.1], dtype=np.float32).astype(np.float64)
+    rng = np.random.default_rng(9)
+    u64 = np.linalg.qr(rng.standard_normal((5, 4)))[0]
+    vh64 = np.linalg.qr(rng.standard_normal((4, 4)))[0].T
+    g64 = rng.standard_normal((5, 4))
+    mask = np.array([True, True, False, False])
+    results = [
+        svdpi.singular_value_map_vjp(
+            u64.astype(dt), s64.astype(dt), vh64.astype(dt), Power(1.0), g64.astype(dt), mask=mask
+        )
+        for dt in (np.float32, np.float64)
+    ]
+    assert np.isfinite(results[0]).all()
+    np.testing.assert_allclose(
+        results[0], results[1], rtol=0, atol=1e-3 * np.abs(results[1]).max()
+    )

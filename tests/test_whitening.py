@@ -140,3 +140,51 @@ def test_singular_covariance_gives_finite_whitening(xp):
     g = to_numpy(svdpi.zca_whitening_matrix_vjp(w, v, from_numpy(xp, np.ones((3, 3)))))
     assert np.all(np.isfinite(whitening))
     assert np.all(np.isfinite(g))
+
+
+# The spectrum of issue 18 (a covariance of real images, float32) and its cut.
+ISSUE_18_SPECTRUM = [
+    3.3348064, 0.96776694, 0.24185362, 0.05995977, 0.036464404, 0.023448948, 0.0063433894,
+    0.0054093115, 0.002350622, 0.0013302673, 0.00048606767, 0.00019676512, 0.00010180868,
+    5.992971e-05, 5.360129e-05, 1.660959e-05,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kept", [12, 13, 14, 15])
+def test_masked_exact_whitening_and_projector_in_float32_at_close_cuts(xp, kept):
+    """Issue 18: the exact gradient of a truncated whitening map was NaN in float32.
+
+    0.2 counted eigenvalues closer than n · eps · max|λ| (6.36e-6 here) as
+    equal and returned NaN, while the gap at the cut 14 | 15 is 6.33e-6:
+    distinct eigenvalues, a finite derivative (about 2e7). Every cut here
+    has one, and float32 agrees with float64 on the same eigenpairs.
+    """
+    w64 = np.array(ISSUE_18_SPECTRUM, dtype=np.float32).astype(np.float64)
+    v64 = np.linalg.qr(np.random.default_rng(kept).standard_normal((16, 16)))[0]
+    g64 = np.random.default_rng(0).standard_normal((16, 16))
+    keep = np.arange(16) < kept
+    results = {}
+    for dtype in (xp.float32, xp.float64):
+        w, v, g = (from_numpy(xp, x, dtype) for x in (w64, v64, g64))
+        mask = from_numpy(xp, keep, xp.bool)
+        results[dtype] = [
+            to_numpy(svdpi.zca_whitening_matrix_vjp(w, v, g, mask=mask, method="exact")),
+            to_numpy(svdpi.pca_projector_vjp(w, v, g, mask=mask, method="exact")),
+        ]
+    for single, double in zip(results[xp.float32], results[xp.float64], strict=True):
+        assert np.isfinite(single).all()
+        # The cut's 1/gap amplifies float32's rounding of the eigenvectors.
+        assert_close(single, double, rtol=1e-4)
+
+
+def test_the_issue_18_reproducer_is_finite():
+    w = np.array(ISSUE_18_SPECTRUM, np.float32)
+    g = svdpi.zca_whitening_matrix_vjp(
+        w, np.eye(16, dtype=np.float32), np.ones((16, 16), np.float32),
+        mask=np.arange(16) < 14, method="exact",
+    )  # fmt: skip
+    assert np.isfinite(g).all()
+    # The kept-dropped entry across the cut: w_13^{-1/2} / (w_13 − w_14).
+    expected = np.float64(w[13]) ** -0.5 / (np.float64(w[13]) - np.float64(w[14]))
+    np.testing.assert_allclose(g[13, 14], expected, rtol=1e-5)
+    assert abs(g[13, 14]) > 1e7

@@ -38,7 +38,7 @@ from svdpi import (
     zca_whitening_matrix,
     zca_whitening_matrix_vjp,
 )
-from svdpi._dispatch import register as _register
+from svdpi.adapter import register as _register
 
 from . import _native
 from ._native import coefficient_matrix, solve_eigh

@@ -344,7 +344,7 @@ def _coefficient_parts_numpy(eigenvalues: Any, *, method: str, num_iters: int) -
     import array_api_compat.numpy as xp
     import numpy as np
 
-    from svdpi._coefficients import eigenvalue_floor
+    from svdpi.adapter import eigenvalue_floor
 
     w = np.asarray(eigenvalues)
     n = w.shape[-1]

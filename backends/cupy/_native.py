@@ -15,8 +15,7 @@ import array_api_compat.cupy as xp_cupy
 import numpy
 
 import cupy
-from svdpi._coefficients import eigenvalue_floor
-from svdpi._validation import check_method, check_num_iters
+from svdpi.adapter import check_method, check_num_iters, eigenvalue_floor
 
 from ._kernel_source import kernel_spec
 from ._solver_policy import SOLVERS, choose_eigh_solver

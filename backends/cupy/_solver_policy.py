@@ -25,7 +25,7 @@ up to 32 × 32, per-matrix solvers above).
 
 from __future__ import annotations
 
-from svdpi._validation import check_integer
+from svdpi.adapter import check_integer
 
 SOLVERS = ("syevd", "syevj_batched", "syevd_loop")
 

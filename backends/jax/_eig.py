@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import svdpi
-from svdpi._validation import check_floating, check_method, check_num_iters, check_square
+from svdpi.adapter import check_floating, check_method, check_num_iters, check_square
 
 _NO_SECOND_ORDER = (
     "{name} with method={method!r} is differentiable once: differentiating its "

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import svdpi
-from svdpi._validation import (
+from svdpi.adapter import (
     MATRIX_FUNCTION_METHODS,
     check_exponent,
     check_floating,

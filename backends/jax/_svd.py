@@ -17,10 +17,31 @@ import array_api_compat.numpy as xp_numpy
 import jax
 import jax.numpy as jnp
 import svdpi
-from svdpi._svd import canonicalize, check_matrix, check_svd_dtype
-from svdpi._svd_gradient import check_svd_method, jvp
-from svdpi._svd_maps import _kernels, _polar_kernels, apply_kernels, check_function
-from svdpi._validation import check_integer, check_num_iters
+from svdpi.adapter import (
+    apply_singular_value_kernels as apply_kernels,
+)
+from svdpi.adapter import (
+    canonicalize,
+    check_integer,
+    check_num_iters,
+    check_svd_dtype,
+    check_svd_method,
+)
+from svdpi.adapter import (
+    check_singular_value_function as check_function,
+)
+from svdpi.adapter import (
+    check_svd_matrix as check_matrix,
+)
+from svdpi.adapter import (
+    polar_kernels as _polar_kernels,
+)
+from svdpi.adapter import (
+    singular_value_kernels as _kernels,
+)
+from svdpi.adapter import (
+    svd_jvp_checked as jvp,
+)
 from svdpi.functions import Power, SpectralFunction
 
 from ._eig import first_order_only

@@ -7,8 +7,13 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from svdpi._validation import MATRIX_FUNCTION_METHODS, check_integer, check_method, check_num_iters
-from svdpi._whitening import check_truncation
+from svdpi.adapter import (
+    MATRIX_FUNCTION_METHODS,
+    check_integer,
+    check_method,
+    check_num_iters,
+    check_truncation,
+)
 
 from ._matrix_functions import _matrix_function, _Spec
 

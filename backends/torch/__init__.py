@@ -16,7 +16,7 @@ from ._requirements import check_torch_version as _check_torch_version
 
 _check_torch_version(_torch.__version__)
 
-from svdpi._dispatch import register as _register
+from svdpi.adapter import register as _register
 
 from . import _native
 from ._eig import eig

@@ -6,9 +6,14 @@ import array_api_compat.torch as xp_torch
 
 import svdpi
 import torch
-from svdpi._eig import all_finite
-from svdpi._gradient import vjp_from_projected
-from svdpi._validation import check_floating, check_method, check_num_iters, check_square
+from svdpi.adapter import (
+    all_finite,
+    check_floating,
+    check_method,
+    check_num_iters,
+    check_square,
+    vjp_from_projected,
+)
 
 from ._autograd import cached_signature
 

@@ -14,7 +14,7 @@ import array_api_compat.torch as xp_torch
 
 import svdpi
 import torch
-from svdpi._validation import (
+from svdpi.adapter import (
     MATRIX_FUNCTION_METHODS,
     check_exponent,
     check_method,

@@ -40,7 +40,7 @@ from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
-from svdpi._dispatch import DECLINED, Decline
+from svdpi.adapter import DECLINED, Decline
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from ._eig import _can_read_values

@@ -6,7 +6,7 @@ import contextlib
 import math
 
 import torch
-from svdpi._validation import check_exponent, check_num_iters
+from svdpi.adapter import check_exponent, check_num_iters
 from torch import nn
 
 from ._eig import _can_read_values

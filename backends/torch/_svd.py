@@ -21,11 +21,38 @@ import array_api_compat.torch as _xp_compat
 
 import svdpi
 import torch
-from svdpi._dispatch import DECLINED
-from svdpi._svd import canonicalize, check_matrix, check_svd_dtype, finite
-from svdpi._svd_gradient import check_svd_method, jvp, vjp
-from svdpi._svd_maps import _kernels, _polar_kernels, apply_kernels, check_function
-from svdpi._validation import check_integer, check_num_iters
+from svdpi.adapter import (
+    DECLINED,
+    canonicalize,
+    check_integer,
+    check_num_iters,
+    check_svd_dtype,
+    check_svd_method,
+)
+from svdpi.adapter import (
+    apply_singular_value_kernels as apply_kernels,
+)
+from svdpi.adapter import (
+    check_singular_value_function as check_function,
+)
+from svdpi.adapter import (
+    check_svd_matrix as check_matrix,
+)
+from svdpi.adapter import (
+    polar_kernels as _polar_kernels,
+)
+from svdpi.adapter import (
+    singular_value_kernels as _kernels,
+)
+from svdpi.adapter import (
+    svd_factors_finite as finite,
+)
+from svdpi.adapter import (
+    svd_jvp_checked as jvp,
+)
+from svdpi.adapter import (
+    svd_vjp_checked as vjp,
+)
 from svdpi.functions import Power, SpectralFunction
 
 from . import _svd_native

@@ -17,7 +17,7 @@ The tests hold it to the core's result.
 from __future__ import annotations
 
 import torch
-from svdpi._dispatch import DECLINED
+from svdpi.adapter import DECLINED
 
 from . import _native
 

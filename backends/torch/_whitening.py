@@ -11,13 +11,13 @@ import array_api_compat.torch as xp_torch
 
 import svdpi
 import torch
-from svdpi._validation import (
+from svdpi.adapter import (
     MATRIX_FUNCTION_METHODS,
     check_integer,
     check_method,
     check_num_iters,
+    check_truncation,
 )
-from svdpi._whitening import check_truncation
 from torch import nn
 
 from ._eig import _can_read_values

@@ -115,8 +115,12 @@ def eig(a: Array, /, *, check_finite: bool = True, xp: Namespace | None = None) 
         )
     # The eigenvalues of -a, ascending, are those of a, descending, with the same
     # eigenvectors: no flip afterwards (a copy, or in NumPy a negative-stride view
-    # that torch.from_numpy and many C extensions reject).
-    negated = (a + xp.matrix_transpose(a)) * -0.5
+    # that torch.from_numpy and many C extensions reject). -(a + aᵀ)/2 is formed
+    # as (a − aᵀ)/2 − a: a + aᵀ overflows for entries above half the dtype's
+    # maximum, which eigh handles, while a − aᵀ is 0 for a symmetric input,
+    # whose -a then comes out exactly (subnormal entries too, which halving
+    # each term would round). One elementwise pass more than 0.2.
+    negated = (a - xp.matrix_transpose(a)) * 0.5 - a
     # NumPy: numpy.linalg.eigh (LAPACK syevd over the batch in one C loop).
     # scipy.linalg.eigh(driver="evd") was measured no faster on single matrices
     # up to n = 1024 (0.9-1.0x; benchmarks/bench_eig.py), so it is not used.

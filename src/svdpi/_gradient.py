@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace
-
 from ._coefficients import coefficient_product
 from ._dispatch import DECLINED, call_native
+from ._scaling import largest_magnitude
 from ._typing import Array, Namespace
-from ._validation import check_eigenpairs, check_like, check_method, check_num_iters
+from ._validation import (
+    check_eigenpairs,
+    check_like,
+    check_method,
+    check_num_iters,
+    namespace_of,
+)
 
 
 def eig_vjp(
@@ -75,7 +80,13 @@ def eig_vjp(
 
     Eigenvalues below ``n · eps · max|λ|`` (zero, negative or lost to
     round-off) are raised to that floor in ``A``, the scale-free form of the
-    paper's clamp of ``‖M v‖``; the result is finite for every finite input.
+    paper's clamp of ``‖M v‖``, at every scale. A numerically zero spectrum
+    (``max|λ|`` below the smallest normal number of the dtype) is raised to
+    ``smallest_normal / eps`` instead, which keeps ``(num_iters + 1) / floor``
+    finite: the gradient at the zero matrix is finite. The coefficients are
+    computed on the eigenvalues divided by ``min(max|λ|, 1)`` and the result
+    rescaled after the last product, so it is finite wherever the true value
+    is representable and overflows to ``±inf`` only where it is not.
     No value is read on the host, so on a GPU this call stays asynchronous.
 
     Examples
@@ -94,15 +105,32 @@ def eig_vjp(
     (True, True)
     """
     if xp is None:
-        xp = array_namespace(eigenvalues, eigenvectors, grad_eigenvalues, grad_eigenvectors)
+        xp = namespace_of(
+            eigenvectors,
+            eigenvalues=eigenvalues,
+            grad_eigenvalues=grad_eigenvalues,
+            grad_eigenvectors=grad_eigenvectors,
+        )
     method = check_method(method)
     num_iters = check_num_iters(num_iters)
     check_eigenpairs(eigenvalues, eigenvectors, xp, allow_empty=True)
     if grad_eigenvalues is not None:
-        check_like(grad_eigenvalues, "grad_eigenvalues", eigenvalues.shape, eigenvalues.dtype, xp)
+        check_like(
+            grad_eigenvalues,
+            "grad_eigenvalues",
+            eigenvalues.shape,
+            eigenvalues.dtype,
+            xp,
+            like=eigenvectors,
+        )
     if grad_eigenvectors is not None:
         check_like(
-            grad_eigenvectors, "grad_eigenvectors", eigenvectors.shape, eigenvectors.dtype, xp
+            grad_eigenvectors,
+            "grad_eigenvectors",
+            eigenvectors.shape,
+            eigenvectors.dtype,
+            xp,
+            like=eigenvectors,
         )
         vt_grad = xp.matrix_transpose(eigenvectors) @ grad_eigenvectors
     else:
@@ -133,28 +161,51 @@ def vjp_from_projected(
     The whitening VJPs know ``Vᵀ ḡV`` more cheaply than ``ḡV`` itself.
     """
     v = eigenvectors
-    if vt_grad_eigenvectors is None and grad_eigenvalues is None:
+    if (vt_grad_eigenvectors is None and grad_eigenvalues is None) or v.shape[-1] == 0:
         return xp.zeros_like(v)
+    if vt_grad_eigenvectors is None:  # no coefficients: V diag(ḡλ) Vᵀ
+        return (v * grad_eigenvalues[..., None, :]) @ xp.matrix_transpose(v)
+    # The coefficients are homogeneous of degree -1: A(λ) = A(λ / m) / m. They
+    # are computed in units of m (coefficient_scale), the eigenvalue term is
+    # brought to the same units, and the finished product divided by m: the
+    # result overflows only where its true value does.
+    scale = coefficient_scale(eigenvalues, xp)
+    # Only the symmetric part is a gradient; symmetrising the small inner
+    # matrix is cheaper than symmetrising the result and equal to it.
+    inner = _coefficient_product(
+        eigenvalues / scale, vt_grad_eigenvectors, method, num_iters, symmetrize=True, xp=xp
+    )
     # V (inner + diag(ḡλ)) Vᵀ as (V inner + V diag(ḡλ)) Vᵀ: scaling the columns
     # of V needs no identity matrix built and multiplied.
-    left = None
-    if vt_grad_eigenvectors is not None:
-        # Only the symmetric part is a gradient; symmetrising the small inner
-        # matrix is cheaper than symmetrising the result and equal to it.
-        inner = _coefficient_product(
-            eigenvalues, vt_grad_eigenvectors, method, num_iters, symmetrize=True, xp=xp
-        )
-        left = v @ inner
+    left = v @ inner
     if grad_eigenvalues is not None:
-        scaled = v * grad_eigenvalues[..., None, :]
-        left = scaled if left is None else left + scaled
-    return left @ xp.matrix_transpose(v)
+        left = left + v * (grad_eigenvalues * scale)[..., None, :]
+    return (left @ xp.matrix_transpose(v)) / scale[..., None]
+
+
+def coefficient_scale(eigenvalues: Array, xp: Namespace) -> Array:
+    """The unit ``m`` (shape ``(..., 1)``) the eigenvector coefficients are computed in.
+
+    ``min(max|λ|, 1)``, and 1 for a numerically zero spectrum (``max|λ|``
+    below the smallest normal number). On ``λ / m`` the floor of the
+    coefficient product (:func:`svdpi._coefficients.eigenvalue_floor`,
+    ``max(n · eps · max|λ|, smallest_normal / eps)``) is its relative term
+    for every spectrum of normal numbers, however small its scale: the
+    absolute term, there to keep the coefficients of an all-zero matrix
+    finite, acts only on a numerically zero spectrum. A spectrum above 1
+    keeps its own values (``m = 1``: the computation of svdpi 0.2, bit for
+    bit), where no coefficient can overflow.
+    """
+    largest = largest_magnitude(eigenvalues, xp)
+    one = xp.ones_like(largest)
+    zero_spectrum = largest < xp.finfo(eigenvalues.dtype).smallest_normal
+    return xp.where(zero_spectrum, one, xp.minimum(largest, one))
 
 
 def eig_jvp(
     eigenvalues: Array,
     eigenvectors: Array,
-    tangent_a: Array,
+    tangent_a: Array | None,
     /,
     *,
     method: str = "pi",
@@ -170,8 +221,10 @@ def eig_jvp(
     ----------
     eigenvalues, eigenvectors : array
         As returned by :func:`eig` (descending eigenvalues).
-    tangent_a : array, shape (..., n, n)
+    tangent_a : array, shape (..., n, n), or None
         Perturbation of ``a``; only its symmetric part matters, as in :func:`eig`.
+        ``None`` means zero (zero tangents out), as ``None`` cotangents do
+        in :func:`eig_vjp`.
     method : {"pi", "taylor", "analytic"}, default "pi"
         See :func:`eig_vjp`.
     num_iters : int, default 19
@@ -199,18 +252,24 @@ def eig_jvp(
     True
     """
     if xp is None:
-        xp = array_namespace(eigenvalues, eigenvectors, tangent_a)
+        xp = namespace_of(eigenvectors, eigenvalues=eigenvalues, tangent_a=tangent_a)
     method = check_method(method)
     num_iters = check_num_iters(num_iters)
     check_eigenpairs(eigenvalues, eigenvectors, xp, allow_empty=True)
-    check_like(tangent_a, "tangent_a", eigenvectors.shape, eigenvectors.dtype, xp)
     v = eigenvectors
+    if tangent_a is None:
+        return xp.zeros_like(eigenvalues), xp.zeros_like(v)
+    check_like(tangent_a, "tangent_a", v.shape, v.dtype, xp, like=v)
     projected = project_symmetric(v, tangent_a, xp)
     tangent_eigenvalues = xp.linalg.diagonal(projected)
+    if v.shape[-1] == 0:
+        return tangent_eigenvalues, xp.zeros_like(v)
+    # In units of m, as in vjp_from_projected: A(λ) = A(λ / m) / m.
+    scale = coefficient_scale(eigenvalues, xp)
     product = _coefficient_product(
-        eigenvalues, projected, method, num_iters, symmetrize=False, xp=xp
+        eigenvalues / scale, projected, method, num_iters, symmetrize=False, xp=xp
     )
-    tangent_eigenvectors = v @ product
+    tangent_eigenvectors = (v @ product) / scale[..., None]
     return tangent_eigenvalues, tangent_eigenvectors
 
 

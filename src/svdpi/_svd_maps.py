@@ -103,8 +103,9 @@ def _kernels(s: Array, shape, fn: SpectralFunction, mask: Any, xp: Namespace):
 
     Between a kept and a dropped singular value ``D⁻ = (φ_i − φ_j)/(σ_i − σ_j)``
     has one of ``φ_i, φ_j`` zero (no cancellation); it is NaN where the two
-    are closer than :func:`singular_value_floor` (no gap: the truncated
-    function has no derivative) unless its numerator is 0.
+    are equal (no gap: the truncated function has no derivative) unless its
+    numerator is 0, and finite for any two distinct singular values, however
+    close (issue 18: a gap below the floor is still a gap).
     """
     value = fn.value(s, xp=xp)
     # f(σ)/σ, and its limit f'(0) at σ = 0.
@@ -117,8 +118,7 @@ def _kernels(s: Array, shape, fn: SpectralFunction, mask: Any, xp: Namespace):
         ratio = xp.where(mask, ratio, xp.zeros_like(ratio))
         kept_i, kept_j = _pairs(mask)
         value_i, value_j = _pairs(value)
-        resolution = singular_value_floor(s, shape, xp)[..., None]
-        same = xp.abs(s_i - s_j) < resolution
+        same = s_i == s_j
         numerator = value_i - value_j
         across = xp.where(
             numerator == 0,
@@ -285,8 +285,9 @@ def singular_value_map_vjp(
         Cotangent of the map's value (PyTorch's convention for complex input).
     mask : array of bool, shape (..., k), optional
         As in :func:`singular_value_map`. The mask is held constant; between
-        a kept and a dropped singular value closer than ``max(m, n) · eps ·
-        σ_max`` the truncated function has no derivative and the result is NaN.
+        a kept and a dropped singular value that are equal the truncated
+        function has no derivative and the result is NaN (two distinct ones,
+        however close, give ``φ_kept`` over their gap).
     xp : array namespace, optional
         Inferred from the arrays when omitted.
 

@@ -12,31 +12,42 @@ from typing import Any
 from array_api_compat import array_namespace
 
 from ._compat import array_device
-from ._gradient import project_symmetric, vjp_from_projected
-from ._matrix_functions import _Function, function_vjp, masked_kernel, matrix_power
+from ._matrix_functions import matrix_power
+from ._spectral_maps import derivative
+from ._truncation import ENERGY_RULES, Truncation
 from ._validation import (
-    MATRIX_FUNCTION_METHODS,
     check_eigenpairs,
     check_floating,
     check_integer,
-    check_like,
     check_mask,
-    check_method,
-    check_num_iters,
+    namespace_of,
 )
+from .functions import Power
 
 #: ``zca_whitening_matrix`` is ``matrix_power`` with this exponent.
-_WHITENING = _Function("power", -0.5)
+_WHITENING = Power(-0.5)
+#: The projector is the spectral map of the constant 1 on the kept eigenpairs.
+_INDICATOR = Power(0.0)
 
-ENERGY_RULES = ("preceding", "inclusive")
+__all__ = [
+    "ENERGY_RULES",
+    "check_truncation",
+    "pca_projector",
+    "pca_projector_vjp",
+    "truncation_mask",
+    "zca_whitening_matrix",
+    "zca_whitening_matrix_vjp",
+]
 
 
-def check_truncation(max_energy: float | None, energy_rule: str) -> None:
-    """The checks of :func:`truncation_mask`'s options, for callers that take them up front."""
-    if energy_rule not in ENERGY_RULES:
-        raise ValueError(f"energy_rule must be 'preceding' or 'inclusive', got {energy_rule!r}")
-    if max_energy is not None and not 0.0 < max_energy <= 1.0:
-        raise ValueError(f"max_energy must be in (0, 1], got {max_energy!r}")
+def check_truncation(
+    max_energy: float | None, energy_rule: str, min_eigenvalue: float | None = None
+) -> Truncation:
+    """The checks of the truncation options, for callers that take them up front.
+
+    Returns the :class:`~svdpi.Truncation` they make (which raises on bad options).
+    """
+    return Truncation(min_eigenvalue, max_energy, energy_rule)
 
 
 def truncation_mask(
@@ -50,16 +61,20 @@ def truncation_mask(
 ) -> Any:
     """Which eigenpairs to keep, by the truncation rules of the paper's layers.
 
+    ``Truncation(min_eigenvalue, max_energy, energy_rule).mask(eigenvalues)``;
+    see :class:`svdpi.Truncation` for the rules and the checks of the options.
+
     Parameters
     ----------
     eigenvalues : array, shape (..., n)
-        Descending eigenvalues, as returned by :func:`eig`.
+        Descending eigenvalues, as returned by :func:`eig` (at least one
+        dimension).
     min_eigenvalue : float, optional
         Keep only eigenpairs with ``λ_j > min_eigenvalue`` (the paper uses its
         ``eps``, the value added to the covariance's diagonal).
     max_energy : float, optional
         Keep the leading eigenpairs until they hold this fraction of the total
-        energy ``Σ λ`` (the paper uses ``1 − eps``).
+        energy ``Σ λ`` (the paper uses ``1 − eps``), in ``(0, 1]``.
     energy_rule : {"preceding", "inclusive"}, default "preceding"
         ``"preceding"`` keeps eigenpair ``j`` while the energy of the pairs
         *before* it is below ``max_energy``, so the pair that crosses the
@@ -67,7 +82,7 @@ def truncation_mask(
         ``"inclusive"`` compares the energy up to and *including* ``j``: this
         is the rule of the paper's published code, and since the cumulative
         energy reaches 1 at the last index it always drops the smallest
-        eigenpair.
+        eigenpair. Neither drops the leading eigenpair (see :class:`svdpi.Truncation`).
     xp : array namespace, optional
         Inferred from ``eigenvalues`` when omitted.
 
@@ -88,20 +103,7 @@ def truncation_mask(
     >>> svdpi.truncation_mask(w, max_energy=1 - 1e-5, energy_rule="inclusive")
     array([ True,  True, False, False])
     """
-    if xp is None:
-        xp = array_namespace(eigenvalues)
-    check_floating(eigenvalues, "eigenvalues", xp)
-    check_truncation(max_energy, energy_rule)
-    keep = xp.ones(eigenvalues.shape, dtype=xp.bool, device=array_device(eigenvalues))
-    if min_eigenvalue is not None:
-        keep = keep & (eigenvalues > min_eigenvalue)
-    if max_energy is not None:
-        cumulative = xp.cumulative_sum(eigenvalues, axis=-1)
-        total = cumulative[..., -1:]
-        if energy_rule == "preceding":
-            cumulative = cumulative - eigenvalues
-        keep = keep & (cumulative < max_energy * total)
-    return keep
+    return Truncation(min_eigenvalue, max_energy, energy_rule).mask(eigenvalues, xp=xp)
 
 
 def zca_whitening_matrix(
@@ -129,9 +131,10 @@ def zca_whitening_matrix(
 
     Notes
     -----
-    Eigenvalues below ``n · eps · max|λ|`` (see :func:`eig_vjp`) are raised
-    to that floor, so a singular covariance gives a large but finite matrix;
-    add ``eps · I`` to the covariance (as the paper does) or mask such pairs.
+    Eigenvalues below the floor ``max(n · eps · max|λ|, smallest normal)``
+    (see :func:`svdpi.spectral_map`) are raised to it, so a singular covariance
+    gives a large but finite matrix; add ``eps · I`` to the covariance (as
+    the paper does) or mask such pairs.
 
     Examples
     --------
@@ -162,11 +165,11 @@ def zca_whitening_matrix_vjp(
 ) -> Any:
     """Gradient with respect to the covariance of a loss of :func:`zca_whitening_matrix`.
 
-    :func:`svdpi.matrix_power_vjp` with ``p = -1/2``: the chain rule through
-    ``W = V diag(λ^{-1/2}) Vᵀ`` into :func:`eig_vjp` (``method`` and
-    ``num_iters`` as there), or with ``method="exact"`` the Daleckii–Krein
-    derivative, whose entries in the eigenbasis are at most
-    ``λ_min^{-3/2} / 2`` times the cotangent's.
+    :func:`svdpi.matrix_power_vjp` with ``p = -1/2``, but with the paper's
+    ``"pi"`` as default: the chain rule through ``W = V diag(λ^{-1/2}) Vᵀ``
+    into :func:`eig_vjp` (``method`` and ``num_iters`` as there), or with
+    ``method="exact"`` the Daleckii–Krein derivative, whose entries in the
+    eigenbasis are at most ``λ_min^{-3/2} / 2`` times the cotangent's.
 
     Parameters
     ----------
@@ -177,7 +180,9 @@ def zca_whitening_matrix_vjp(
     mask : array of bool, shape (..., n), optional
         The mask the forward used.
     method : {"pi", "taylor", "analytic", "exact"}, default "pi"
-        See :func:`svdpi.matrix_power_vjp`.
+        See :func:`svdpi.matrix_power_vjp`. The default is ``"pi"``, the
+        paper's gradient (its layers by hand), unlike the matrix functions,
+        whose default is ``"exact"``.
     num_iters : int, default 19
         See :func:`eig_vjp`.
     xp : array namespace, optional
@@ -199,17 +204,16 @@ def zca_whitening_matrix_vjp(
     >>> bool(np.allclose(g, expected))
     True
     """
-    if xp is None:
-        xp = array_namespace(eigenvalues, eigenvectors, grad_whitening)
-    return function_vjp(
-        _WHITENING,
+    return derivative(
         eigenvalues,
         eigenvectors,
+        _WHITENING,
         grad_whitening,
         "grad_whitening",
         mask,
         method,
         num_iters,
+        True,
         xp,
     )
 
@@ -248,7 +252,13 @@ def pca_projector(
     if xp is None:
         xp = array_namespace(eigenvectors)
     check_floating(eigenvectors, "eigenvectors", xp)
-    weights = _projector_weights(eigenvectors, n_components, mask, xp)
+    kept = _projector_mask(eigenvectors, n_components, mask, xp)
+    shape = tuple(eigenvectors.shape[:-1])
+    weights = xp.ones(shape, dtype=eigenvectors.dtype, device=array_device(eigenvectors))
+    if kept is not None:
+        weights = xp.where(kept, weights, xp.zeros_like(weights))
+    # The spectral map of the constant 1 on the kept eigenpairs (Power(0)),
+    # without the eigenvalues, which it does not need.
     return (eigenvectors * weights[..., None, :]) @ xp.matrix_transpose(eigenvectors)
 
 
@@ -275,17 +285,20 @@ def pca_projector_vjp(
     n_components, mask : optional
         As in the forward.
     method : {"pi", "taylor", "analytic", "exact"}, default "pi"
-        ``"pi"``, ``"taylor"``, ``"analytic"``: the chain rule through the
-        eigenvectors with the coefficients of :func:`eig_vjp`. ``"exact"``:
-        the Daleckii–Krein derivative ``V (G ∘ Vᵀ sym(Ḡ) V) Vᵀ`` with
+        ``"pi"`` (the paper's layer, the default), ``"taylor"``,
+        ``"analytic"``: the chain rule through the eigenvectors with the
+        coefficients of :func:`eig_vjp`. ``"exact"``: the Daleckii–Krein
+        derivative ``V (G ∘ Vᵀ sym(Ḡ) V) Vᵀ`` with
         ``G_ij = (w_i − w_j) / (λ_i − λ_j)`` for the 0/1 indicator ``w`` of
         the kept eigenpairs: it couples only kept with dropped pairs, equals
         ``"analytic"`` wherever the eigenvalues are distinct, and is finite
-        whenever there is a gap at the cut. Without one (a kept and a dropped
-        eigenvalue closer than ``n · eps · max|λ|``, which the eigensolver
-        cannot tell apart) the projector is not differentiable and the result
-        is NaN; the chain-rule methods stay finite there (``"pi"``,
-        ``"taylor"``) or are of order ``1 / round-off`` (``"analytic"``).
+        whenever the eigenvalues at the cut differ, however little. Where a
+        kept and a dropped eigenvalue are equal (the mask cuts a repeated
+        eigenvalue) the projector is not differentiable and the result is
+        NaN; the chain-rule methods stay finite there (``"pi"``,
+        ``"taylor"``) or are infinite (``"analytic"``). This is
+        :func:`svdpi.spectral_map_vjp` of ``Power(0)`` (the constant 1) with the
+        mask of the kept pairs.
     num_iters : int, default 19
         See :func:`eig_vjp`; ignored by ``"analytic"`` and ``"exact"``.
     xp : array namespace, optional
@@ -307,45 +320,37 @@ def pca_projector_vjp(
     ((2, 2), True)
     """
     if xp is None:
-        xp = array_namespace(eigenvalues, eigenvectors, grad_projector)
-    method = check_method(method, MATRIX_FUNCTION_METHODS)
-    num_iters = check_num_iters(num_iters)
+        xp = namespace_of(
+            eigenvectors, eigenvalues=eigenvalues, grad_projector=grad_projector, mask=mask
+        )
     check_eigenpairs(eigenvalues, eigenvectors, xp, allow_empty=True)
-    weights = _projector_weights(eigenvectors, n_components, mask, xp)
-    if grad_projector is not None:
-        check_like(grad_projector, "grad_projector", eigenvectors.shape, eigenvectors.dtype, xp)
-    if grad_projector is None or eigenvectors.shape[-1] == 0:  # a zero cotangent, or n = 0
-        return xp.zeros_like(eigenvectors)
-    projected = project_symmetric(eigenvectors, grad_projector, xp)
-    if method == "exact":
-        kernel = masked_kernel(eigenvalues, weights, weights > 0, xp.zeros_like(projected), xp)
-        inner = kernel * projected
-        return eigenvectors @ inner @ xp.matrix_transpose(eigenvectors)
-    # P = V diag(w) Vᵀ with constant w: <G, dP> = <2 G V diag(w), dV>.
-    vt_grad_vectors = 2.0 * projected * weights[..., None, :]
-    return vjp_from_projected(
+    kept = _projector_mask(eigenvectors, n_components, mask, xp)
+    # The spectral map of Power(0), the constant 1, on the kept eigenpairs.
+    return derivative(
         eigenvalues,
         eigenvectors,
-        None,
-        vt_grad_vectors,
-        method=method,
-        num_iters=num_iters,
-        xp=xp,
+        _INDICATOR,
+        grad_projector,
+        "grad_projector",
+        kept,
+        method,
+        num_iters,
+        True,
+        xp,
     )
 
 
-def _projector_weights(eigenvectors: Any, n_components: Any, mask: Any, xp: Any) -> Any:
+def _projector_mask(eigenvectors: Any, n_components: Any, mask: Any, xp: Any) -> Any:
+    """The kept eigenpairs: the first ``n_components``, and ``mask``; ``None`` for all."""
     n = eigenvectors.shape[-1]
     shape = tuple(eigenvectors.shape[:-1])
-    dtype = eigenvectors.dtype
-    weights = xp.ones(shape, dtype=dtype, device=array_device(eigenvectors))
-    if n_components is not None:
-        k = check_integer(n_components, "n_components", minimum=1)
-        if k > n:
-            raise ValueError(f"n_components must be in [1, {n}], got {k}")
-        index = xp.arange(n, device=array_device(eigenvectors))
-        weights = xp.where(index < k, weights, xp.zeros_like(weights))
     if mask is not None:
-        check_mask(mask, shape, xp)
-        weights = xp.where(mask, weights, xp.zeros_like(weights))
-    return weights
+        check_mask(mask, shape, xp, like=eigenvectors)
+    if n_components is None:
+        return mask
+    k = check_integer(n_components, "n_components", minimum=1)
+    if k > n:
+        raise ValueError(f"n_components must be in [1, {n}], got {k}")
+    leading = xp.arange(n, device=array_device(eigenvectors)) < k
+    leading = xp.broadcast_to(leading, shape)
+    return leading if mask is None else leading & mask
