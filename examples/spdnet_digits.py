@@ -29,6 +29,7 @@ Run: ``python examples/spdnet_digits.py --out-dir runs/spdnet_digits``
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import time
@@ -41,9 +42,14 @@ from svdpi.torch import spd
 from svdpi.torch.spd import functional as F
 
 METHODS = ("exact", "pi", "analytic")
-FEATURES = ("x", "y", "I", "Ix", "Iy", "Ixx", "Iyy", "Ixy", "I·x", "I·y")
+FEATURE_SETS = {
+    # Position, intensity, first and second derivatives, intensity-weighted position.
+    "full": ("x", "y", "I", "Ix", "Iy", "Ixx", "Iyy", "Ixy", "I·x", "I·y"),
+    # The classic region covariance of Tuzel, Porikli & Meer (ECCV 2006).
+    "basic": ("x", "y", "I", "|Ix|", "|Iy|"),
+}
 DEFAULTS = {"epochs": 60, "train_size": None, "hidden": [8]}
-QUICK = {"epochs": 2, "train_size": 200, "hidden": [6]}
+QUICK = {"epochs": 5, "train_size": 300, "hidden": [8]}
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -58,8 +64,11 @@ def load_images() -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.as_tensor(digits.target, dtype=torch.long)
 
 
-def pixel_features(images: torch.Tensor, upsample: int) -> torch.Tensor:
-    """Per-pixel features ``(N, len(FEATURES), H·W)`` of (bilinearly upsampled) images."""
+def pixel_features(images: torch.Tensor, upsample: int, feature_set: str = "full") -> torch.Tensor:
+    """Per-pixel features ``(N, d, H·W)`` of (bilinearly upsampled) images.
+
+    ``d = len(FEATURE_SETS[feature_set])``, in that order.
+    """
     if upsample > 1:
         images = nn.functional.interpolate(
             images[:, None], scale_factor=upsample, mode="bilinear", align_corners=True
@@ -74,7 +83,10 @@ def pixel_features(images: torch.Tensor, upsample: int) -> torch.Tensor:
     iy, ix = torch.gradient(images, dim=(1, 2))
     ixy, ixx = torch.gradient(ix, dim=(1, 2))
     iyy = torch.gradient(iy, dim=1)[0]
-    features = [x, y, images, ix, iy, ixx, iyy, ixy, images * x, images * y]
+    if feature_set == "basic":
+        features = [x, y, images, ix.abs(), iy.abs()]
+    else:
+        features = [x, y, images, ix, iy, ixx, iyy, ixy, images * x, images * y]
     return torch.stack(features, 1).flatten(2)
 
 
@@ -108,16 +120,28 @@ def split(labels: torch.Tensor, test_fraction: float, seed: int):
 # -- models -------------------------------------------------------------------------------
 
 
-def make_spdnet(size: int, hidden: list[int], threshold: float, method: str) -> nn.Module:
-    """``[BiMap → ReEig]* → LogEig → BatchNorm1d → Linear``, float64."""
+def make_spdnet(
+    size: int,
+    hidden: list[int],
+    threshold: float,
+    method: str,
+    *,
+    spd_batchnorm: bool = False,
+    tangent_batchnorm: bool = True,
+) -> nn.Module:
+    """``[SPDBatchNorm →] [BiMap → ReEig]* → LogEig [→ BatchNorm1d] → Linear``, float64."""
     layers: list[nn.Module] = []
+    if spd_batchnorm:
+        layers.append(spd.SPDBatchNorm(size, method=method, dtype=torch.float64))
     for n, k in zip([size, *hidden[:-1]], hidden, strict=True):
         layers += [spd.BiMap(n, k, dtype=torch.float64), spd.ReEig(threshold, method=method)]
     k = hidden[-1] if hidden else size
     dimension = k * (k + 1) // 2
     # check_spd=False: after ReEig every eigenvalue is >= threshold > 0.
     layers.append(spd.LogEig(vectorize=True, method=method, check_spd=not hidden))
-    layers += [nn.BatchNorm1d(dimension, dtype=torch.float64), nn.Linear(dimension, 10)]
+    if tangent_batchnorm:
+        layers.append(nn.BatchNorm1d(dimension, dtype=torch.float64))
+    layers.append(nn.Linear(dimension, 10))
     return nn.Sequential(*layers).to(torch.float64)
 
 
@@ -130,7 +154,7 @@ def gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tenso
 
 def set_method(model: nn.Module, method: str) -> None:
     for layer in model.modules():
-        if isinstance(layer, (spd.ReEig, spd.LogEig)):
+        if isinstance(layer, (spd.ReEig, spd.LogEig, spd.SPDBatchNorm)):
             layer.method = method
 
 
@@ -142,7 +166,14 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def train_spdnet(args, x_train, y_train, x_test, y_test) -> dict:
     torch.manual_seed(args.seed)
-    model = make_spdnet(x_train.shape[-1], args.hidden, args.threshold, args.method)
+    model = make_spdnet(
+        x_train.shape[-1],
+        args.hidden,
+        args.threshold,
+        args.method,
+        spd_batchnorm=args.spd_batchnorm,
+        tangent_batchnorm=not args.no_tangent_batchnorm,
+    )
     optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, args.epochs)
     generator = torch.Generator().manual_seed(args.seed + 1)
@@ -187,6 +218,7 @@ def train_spdnet(args, x_train, y_train, x_test, y_test) -> dict:
     set_method(model, args.method)
     difference = (used - exact).norm() / exact.norm()
     return {
+        "clamped_eigenvalue_fraction": clamped_fraction(model, x_test, args.threshold),
         "test_accuracy": history["test_accuracy"][-1],
         "history": history,
         "seconds": seconds,
@@ -194,6 +226,17 @@ def train_spdnet(args, x_train, y_train, x_test, y_test) -> dict:
         "gradient_relative_difference_to_exact": difference.item(),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+
+
+def clamped_fraction(model: nn.Module, x: torch.Tensor, threshold: float) -> float:
+    """The fraction of eigenvalues the first ReEig raises to its threshold, on ``x``."""
+    model.eval()
+    with torch.no_grad():
+        for layer in model:
+            if isinstance(layer, spd.ReEig):
+                return (torch.linalg.eigvalsh(x) < threshold).double().mean().item()
+            x = layer(x)
+    return 0.0
 
 
 def tangent_baseline(x_train, y_train, x_test, y_test, seed: int) -> dict:
@@ -293,13 +336,9 @@ def _real_in(low: float, high: float = math.inf, *, open_low: bool = True, open_
 def _sizes(text: str) -> list[int]:
     if text.strip() == "":
         return []
-    parts = text.split(",")
-    sizes = [_int_in(1)(part.strip()) for part in parts]
-    for a, b in zip([len(FEATURES), *sizes[:-1]], sizes, strict=True):
-        if b > a:
-            raise argparse.ArgumentTypeError(
-                f"BiMap sizes must not increase (from {len(FEATURES)} features); got {text!r}"
-            )
+    sizes = [_int_in(1)(part.strip()) for part in text.split(",")]
+    if any(b > a for a, b in itertools.pairwise(sizes)):
+        raise argparse.ArgumentTypeError(f"BiMap sizes must not increase; got {text!r}")
     return sizes
 
 
@@ -320,7 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated BiMap output sizes, e.g. 8 or 8,6; '' for none "
         f"(default {','.join(map(str, DEFAULTS['hidden']))})",
     )
-    parser.add_argument("--threshold", type=_real_in(0.0), default=1e-4, help="ReEig's floor")
+    parser.add_argument("--threshold", type=_real_in(0.0), default=0.1, help="ReEig's floor")
+    parser.add_argument("--features", choices=tuple(FEATURE_SETS), default="full")
+    parser.add_argument(
+        "--spd-batchnorm", action="store_true", help="SPDBatchNorm before the first BiMap"
+    )
+    parser.add_argument(
+        "--no-tangent-batchnorm", action="store_true", help="no BatchNorm1d after LogEig"
+    )
     parser.add_argument("--ridge", type=_real_in(0.0, open_low=False), default=1e-3)
     parser.add_argument("--upsample", type=_int_in(1), default=2, help="image scale factor")
     parser.add_argument("--test-fraction", type=_real_in(0.0, 1.0, open_high=True), default=0.3)
@@ -339,6 +385,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name, default in DEFAULTS.items():
         if getattr(args, name) is None:  # an explicit flag wins over --quick
             setattr(args, name, QUICK[name] if args.quick else default)
+    size = len(FEATURE_SETS[args.features])
+    if args.hidden and args.hidden[0] > size:
+        parser.error(
+            f"--hidden {args.hidden[0]} is larger than the {size} features of "
+            f"--features {args.features}: BiMap sizes must not increase"
+        )
     if args.out_dir.exists() and not args.out_dir.is_dir():
         parser.error(f"--out-dir {args.out_dir} is a file, not a folder")
     return args
@@ -356,7 +408,7 @@ def main(argv=None) -> dict:
             )
         generator = torch.Generator().manual_seed(args.seed + 2)
         train = train[torch.randperm(len(train), generator=generator)[: args.train_size]]
-    features = pixel_features(images, args.upsample)
+    features = pixel_features(images, args.upsample, args.features)
     cov = region_covariances(features, train, args.ridge)
     x_train, y_train, x_test, y_test = cov[train], labels[train], cov[test], labels[test]
     print(
@@ -376,7 +428,7 @@ def main(argv=None) -> dict:
         "data": {
             "train_images": len(train),
             "test_images": len(test),
-            "features": list(FEATURES),
+            "features": list(FEATURE_SETS[args.features]),
             "matrix_size": cov.shape[-1],
         },
         "spdnet": spdnet,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from svdpi._validation import MATRIX_FUNCTION_METHODS, check_integer, check_method
+from svdpi.adapter import MATRIX_FUNCTION_METHODS, check_integer, check_method
 from torch import nn
 
 from .. import expm, inv_sqrtm

@@ -26,7 +26,7 @@ they differ in cost and in what the user must do.
 from __future__ import annotations
 
 import torch
-from svdpi._validation import check_integer
+from svdpi.adapter import check_integer
 from torch import nn
 
 from ._input import autocast_off, compute_dtype

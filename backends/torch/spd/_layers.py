@@ -7,7 +7,7 @@ Each eigenvalue layer is one :func:`svdpi.torch.spectral_map` call (see
 from __future__ import annotations
 
 import torch
-from svdpi._validation import (
+from svdpi.adapter import (
     MATRIX_FUNCTION_METHODS,
     check_exponent,
     check_method,

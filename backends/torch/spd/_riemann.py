@@ -25,7 +25,7 @@ from __future__ import annotations
 import numbers
 
 import torch
-from svdpi._validation import check_integer
+from svdpi.adapter import check_integer
 
 from .. import expm, inv_sqrtm, logm, matrix_power, sqrtm
 from ._input import autocast_off, check_matrices, check_values, compute_dtype
