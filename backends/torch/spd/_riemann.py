@@ -472,7 +472,7 @@ def karcher_mean(
     *,
     dim: int = 0,
     weights: torch.Tensor | None = None,
-    num_steps: int = 10,
+    num_steps: int = 20,
     init: torch.Tensor | None = None,
     method: str = "exact",
     check_finite: bool = True,
@@ -501,10 +501,13 @@ def karcher_mean(
         The batch dimension to average over.
     weights : torch.Tensor, shape (x.shape[dim],), optional
         Nonnegative weights, normalised to sum 1. Default: equal weights.
-    num_steps : int, default 10
+    num_steps : int, default 20
         Karcher steps. The flow converges linearly, faster the closer the
-        matrices are to each other: 10 steps reach round-off for typical
-        covariance batches (tested against pyRiemann's mean); Riemannian
+        matrices are to each other. Measured on 64 sample covariances
+        (float64), as the AIRM distance to the converged mean: of 8
+        channels from 16 samples, 3e-6 after 5 steps and 1e-14 after 15;
+        of 32 channels from 40 samples (widely spread, nearly singular),
+        6e-4 after 5 steps, 2e-6 after 10, 2e-11 after 20. Riemannian
         batch normalisation uses 1.
     init : torch.Tensor, shape like the result, optional
         ``G_0``. Default: the weighted arithmetic mean.
