@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ._compat import array_device
+from ._divided_differences import constant
 from ._typing import Array, Namespace
 
 
@@ -44,11 +45,7 @@ def eigenvalue_floor(eigenvalues: Any, xp: Any) -> Any:
     scale = xp.max(xp.abs(eigenvalues), axis=-1, keepdims=True)
     # maximum, not clip: array-api-compat's clip for CuPy assigns through a
     # boolean mask, which reads a count on the host (a GPU synchronisation).
-    least = xp.asarray(
-        finfo.smallest_normal / finfo.eps,
-        dtype=eigenvalues.dtype,
-        device=array_device(eigenvalues),
-    )
+    least = constant(finfo.smallest_normal / finfo.eps, eigenvalues, xp)
     return xp.maximum(scale * (n * finfo.eps), least)
 
 

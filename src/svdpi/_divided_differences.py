@@ -21,8 +21,13 @@ from ._typing import Array, Namespace
 
 
 def constant(value: float, like: Array, xp: Namespace) -> Array:
-    """``value`` as a 0-d array of ``like``'s dtype and device."""
-    return xp.asarray(value, dtype=like.dtype, device=array_device(like))
+    """``value`` as a 0-d array of ``like``'s dtype and device.
+
+    ``full``, not ``asarray``: on a GPU, ``asarray`` of a Python number is a
+    blocking host-to-device copy (a synchronisation per call, measured with
+    ``torch.cuda.set_sync_debug_mode``), ``full`` a fill on the device.
+    """
+    return xp.full((), value, dtype=like.dtype, device=array_device(like))
 
 
 def nonzero(x: Array, xp: Namespace) -> Array:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from ._compat import array_device
+from ._divided_differences import constant
 from ._typing import Array, Namespace
 
 
@@ -28,10 +28,9 @@ def largest_magnitude(eigenvalues: Array, xp: Namespace) -> Array:
     return xp.max(xp.abs(eigenvalues), axis=-1, keepdims=True)
 
 
-def _constant(value: float, like: Array, xp: Namespace) -> Array:
-    # An array, not a Python scalar: array-api-compat's scalar promotion stops
-    # torch.compile(fullgraph=True) (see svdpi.functions).
-    return xp.asarray(value, dtype=like.dtype, device=array_device(like))
+# An array, not a Python scalar: array-api-compat's scalar promotion stops
+# torch.compile(fullgraph=True) (see svdpi.functions).
+_constant = constant
 
 
 def unit_exponent(largest: Array, xp: Namespace) -> Array:
