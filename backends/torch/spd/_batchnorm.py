@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
-from svdpi.adapter import MATRIX_FUNCTION_METHODS, check_integer, check_method
+from svdpi.adapter import MATRIX_FUNCTION_METHODS, check_integer, check_method, check_real
 from torch import nn
 
-from .. import expm, inv_sqrtm
-from .._options import check_bool, check_real
+from .._matrix_functions import expm, inv_sqrtm
+from .._options import check_bool
 from ._input import autocast_off, check_matrices, check_values, compute_dtype
 from ._riemann import airm_geodesic, karcher_steps
 

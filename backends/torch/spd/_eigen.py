@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from svdpi.functions import Clamp, Exp, Log, Power
 
-from .. import spectral_map
+from .._spectral import spectral_map
 from ._input import autocast_off, check_matrices, check_values, compute_dtype
 
 

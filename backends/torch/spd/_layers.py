@@ -12,11 +12,12 @@ from svdpi.adapter import (
     check_exponent,
     check_method,
     check_num_iters,
+    check_real,
 )
 from svdpi.functions import Clamp, Exp, Log, Power
 from torch import nn
 
-from .._options import check_bool, check_real
+from .._options import check_bool
 from ._eigen import _apply
 from ._vectorize import unvectorize, vectorize
 

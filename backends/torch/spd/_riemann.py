@@ -27,7 +27,7 @@ import numbers
 import torch
 from svdpi.adapter import check_integer
 
-from .. import expm, inv_sqrtm, logm, matrix_power, sqrtm
+from .._matrix_functions import expm, inv_sqrtm, logm, matrix_power, sqrtm
 from ._input import autocast_off, check_matrices, check_values, compute_dtype
 
 
