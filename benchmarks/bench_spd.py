@@ -144,7 +144,7 @@ def training_step_part(shapes, dtype, rounds, min_seconds) -> list[str]:
         for a, b in ratios:
             cells.append(f"{times[a] / times[b]:.2f}" if a in times and b in times else "–")
         rows.append(cells)
-    title = f"### SPDNet training step (BiMap → ReEig → LogEig, forward + backward), {dtype}"
+    title = f"**SPDNet training step** (BiMap → ReEig → LogEig, forward + backward), {dtype}."
     note = (
         "spd_learn is not installed: its columns are left out (pip install spd_learn)."
         if "spd_learn" not in names
@@ -228,7 +228,7 @@ def stiefel_runs(optimiser_name, n, k, batch, steps, dtype) -> dict:
 
 def stiefel_part(n, k, batch, steps, dtypes) -> list[str]:
     lines = [
-        f"### Keeping BiMap's weight orthonormal: {n} × {k}, batch {batch}, {steps} steps",
+        f"**Keeping BiMap's weight orthonormal**: {n} × {k}, batch {batch}, {steps} steps.",
         "",
         "Worst ‖WᵀW − I‖_max over the run; time per step (forward, backward, optimiser step, "
         "retraction) relative to the QR parametrization, the runs stepped in turn.",
@@ -281,7 +281,7 @@ def main(argv=None) -> int:
     rounds = 3 if args.quick else args.rounds
     min_seconds = 0.002 if args.quick else 0.05
     lines = [
-        "## svdpi.torch.spd benchmark",
+        "**svdpi.torch.spd benchmark.**",
         "",
         f"{machine_description()}, torch {torch.__version__}, {args.threads} thread(s); "
         f"median of {rounds} interleaved rounds.",

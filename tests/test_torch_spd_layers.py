@@ -327,3 +327,30 @@ def test_bad_input_shapes_and_dtypes():
 def test_bad_options_name_the_option(make, error, message):
     with pytest.raises(error, match=message):
         make()
+
+
+def test_zero_matrices_and_extreme_values():
+    zero = torch.zeros(2, 3, 3, dtype=torch.float64, requires_grad=True)
+    reeig = spd.ReEig(1e-2)(zero)
+    assert_close(reeig, 1e-2 * torch.eye(3, dtype=torch.float64).expand(2, 3, 3), rtol=0)
+    exp = spd.ExpEig()(zero)
+    assert_close(exp, torch.eye(3, dtype=torch.float64).expand(2, 3, 3), rtol=0)
+    (exp.sum() + reeig.sum()).backward()
+    assert torch.isfinite(zero.grad).all()
+    with pytest.raises(ValueError, match="2 of 2 matrices are not"):
+        spd.LogEig()(zero)
+    # Near float64's largest and smallest numbers: nothing overflows or underflows.
+    for exponents in ([300, 299, 295], [-300, -301, -305]):
+        x = torch.diag(torch.tensor([10.0**e for e in exponents], dtype=torch.float64))
+        expected = torch.tensor(exponents, dtype=torch.float64) * math.log(10.0)
+        assert_close(spd.LogEig()(x).diagonal(), expected, rtol=1e-15)
+    # An eigenvalue below svdpi's floor (n·eps·λ_max, what an eigensolver can
+    # tell from 0 in a general matrix) is raised to it, as in svdpi.torch.logm.
+    x = torch.diag(torch.tensor([1e300, 1.0, 1.0], dtype=torch.float64))
+    floor = 3 * torch.finfo(torch.float64).eps * 1e300
+    assert_close(spd.LogEig()(x)[1, 1], torch.tensor(math.log(floor), dtype=torch.float64))
+    # e^800 overflows float64: inf, and NaN where it meets a zero of V (inf · 0);
+    # nothing finite-looking comes out.
+    overflow = spd.ExpEig()(torch.diag(torch.tensor([800.0, 0.0], dtype=torch.float64)))
+    assert overflow[0, 0] == math.inf
+    assert not torch.isfinite(overflow[1]).any()

@@ -6,7 +6,9 @@ and nearly equal eigenvalues, svdpi's exact gradient equals an 80-digit
 oracle (the Daleckii–Krein derivative on diagonal input, whose eigenvalues
 every eigensolver returns exactly) to 1e-13; spd_learn's thresholded Loewner
 matrix does not, and the test records by how much (``-s`` prints both).
-Skipped without spd_learn (``pip install spd_learn==0.2.1``).
+The eigenvalue layers also equal torchspd 0.1.2's matrix functions away
+from ties. Skipped without spd_learn (``pip install spd_learn==0.2.1``),
+the torchspd test without torchspd.
 """
 
 from __future__ import annotations
@@ -170,3 +172,26 @@ def test_at_ties_spd_learn_0_2_1_does_not(case, at_least):
     # the mean derivative below a gap threshold (wrong across ReEig's kink) and
     # the difference quotient above it (cancellation just above the threshold).
     assert _errors(case)["spd_learn"] > at_least
+
+
+@pytest.mark.parametrize("name", ["logm", "expm", "sqrtm", "powm"])
+def test_eigenvalue_layers_equal_torchspd_away_from_ties(name):
+    torchspd = pytest.importorskip("torchspd")
+    ours = {
+        "logm": spd.LogEig(),
+        "expm": spd.ExpEig(),
+        "sqrtm": spd.PowerEig(0.5),
+        "powm": spd.PowerEig(-0.3),
+    }[name]
+
+    def theirs(a):
+        return torchspd.powm(a, -0.3) if name == "powm" else getattr(torchspd, name)(a)
+
+    x = _spd((6,), 5, seed=8)
+    g = _symmetric((6,), 5, seed=9)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = ours(x1), theirs(x2)
+    assert_close(y1, y2, rtol=1e-12)
+    (g1,) = torch.autograd.grad(y1, x1, g)
+    (g2,) = torch.autograd.grad(y2, x2, g)
+    assert_close(g1, g2, rtol=1e-10)

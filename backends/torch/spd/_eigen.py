@@ -99,9 +99,11 @@ def logeig(
     check_spd : bool, default True
         Raise ``ValueError`` when a matrix is not positive definite (its
         Cholesky factorisation fails), read together with the finiteness
-        check in one host read. With ``False``, eigenvalues below svdpi's
-        eigenvalue floor are raised to it (a large negative but finite
-        logarithm), as :func:`svdpi.torch.logm` does.
+        check in one host read. Either way, eigenvalues below svdpi's
+        eigenvalue floor ``n · eps · λ_max`` (what an eigensolver can tell
+        from 0) are raised to it, as :func:`svdpi.torch.logm` does: a large
+        negative but finite logarithm for a singular matrix when the check
+        is off.
 
     Returns
     -------
@@ -152,8 +154,9 @@ def expeig(
     Returns
     -------
     torch.Tensor, shape (..., n, n)
-        Symmetric positive definite (eigenvalues ``e^λ`` overflow to inf
-        for ``λ`` above about 88 in float32, 709 in float64).
+        Symmetric positive definite. ``e^λ`` overflows for ``λ`` above
+        about 88 in float32, 709 in float64: the result then has inf and NaN
+        entries (``inf · 0`` in ``V e^Λ Vᵀ``), never finite wrong ones.
 
     Examples
     --------

@@ -153,9 +153,10 @@ class LogEig(_EigenLayer):
         Raise ``ValueError`` when an input matrix is not positive definite
         (a Cholesky factorisation, read with the finiteness check in one
         host read). Pass ``False`` where the input is SPD by construction
-        (after :class:`ReEig`) to save the factorisation; eigenvalues below
-        svdpi's floor are then raised to it (a large negative, finite
-        logarithm).
+        (after :class:`ReEig`) to save the factorisation. Either way,
+        eigenvalues below svdpi's floor ``n · eps · λ_max`` (what an
+        eigensolver can tell from 0) are raised to it, as in
+        :func:`svdpi.torch.logm`.
 
     Examples
     --------
@@ -303,6 +304,9 @@ class Vectorize(nn.Module):
     True
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return vectorize(x)
 
@@ -319,6 +323,9 @@ class Unvectorize(nn.Module):
     >>> Unvectorize()(torch.zeros(4, 6)).shape
     torch.Size([4, 3, 3])
     """
+
+    def __init__(self) -> None:
+        super().__init__()
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         return unvectorize(v)
