@@ -309,3 +309,14 @@ def test_bad_input_raises_with_the_argument_named():
         F.log_euclidean_geodesic(a, a, "0.5")
     with pytest.raises(ValueError, match="square in its last two dimensions"):
         F.airm_distance(torch.zeros(2, 3), torch.zeros(2, 3))
+
+
+def test_empty_batches_give_empty_results():
+    empty = torch.zeros(0, 3, 3, dtype=torch.float64)
+    assert F.airm_distance(empty, empty).shape == (0,)
+    assert F.log_euclidean_distance(empty, empty).shape == (0,)
+    assert F.airm_geodesic(empty, empty, 0.5).shape == (0, 3, 3)
+    assert F.log_map_airm(empty, empty).shape == (0, 3, 3)
+    # A mean over an empty dimension is undefined (see the errors test); over a
+    # non-empty one of an empty batch it is empty.
+    assert F.karcher_mean(torch.zeros(2, 0, 3, 3, dtype=torch.float64)).shape == (0, 3, 3)
