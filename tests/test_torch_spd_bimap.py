@@ -140,7 +140,7 @@ def test_weight_stays_orthonormal_through_optimiser_steps(dtype, optimiser):
         else torch.optim.Adam(params, lr=0.05)
     )
     losses, worst = [], 0.0
-    for _ in range(200):
+    for _ in range(100):
         loss = (layer(x) - target).pow(2).mean()
         opt.zero_grad()
         loss.backward()
@@ -148,7 +148,7 @@ def test_weight_stays_orthonormal_through_optimiser_steps(dtype, optimiser):
         losses.append(loss.item())
         worst = max(worst, _orthogonality_error(layer.weight))
     assert worst < 20 * torch.finfo(dtype).eps
-    assert losses[-1] < 0.1 * losses[0]
+    assert losses[-1] < 0.2 * losses[0]
     # What the optimiser moved is the free parameter, no longer orthonormal.
     assert _orthogonality_error(layer.free_weight) > 1e3 * torch.finfo(dtype).eps
 
