@@ -73,6 +73,29 @@ def test_compile_fullgraph_of_a_small_spdnet_in_a_fresh_process():
     assert "compiled ok" in result.stdout
 
 
+def test_an_ensemble_of_spdnets_under_torch_func():
+    torch.manual_seed(0)
+    models = [
+        torch.nn.Sequential(
+            spd.BiMap(6, 3, dtype=torch.float64), spd.ReEig(1e-2), spd.LogEig(vectorize=True)
+        )
+        for _ in range(3)
+    ]
+    params, buffers = torch.func.stack_module_state(models)
+    x = torch.randn(5, 6, 12, dtype=torch.float64)
+    x = x @ x.mT / 12
+
+    def run(p, b):
+        return torch.func.functional_call(models[0], (p, b), (x,))
+
+    y = torch.func.vmap(run)(params, buffers)
+    grads = torch.func.grad(lambda p: torch.func.vmap(run)(p, buffers).sum())(params)
+    for i, model in enumerate(models):
+        torch.testing.assert_close(y[i], model(x))
+        model(x).sum().backward()
+        torch.testing.assert_close(grads["0.free_weight"][i], model[0].free_weight.grad)
+
+
 def _spd_modules():
     modules = [spd]
     for info in pkgutil.iter_modules(spd.__path__, "svdpi.torch.spd."):
