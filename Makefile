@@ -29,8 +29,11 @@ test: venv
 # Each test module alone in a fresh process, MODULE_JOBS at a time: a test
 # that passes only after another module has imported or warmed something up
 # fails here (as svdpi 0.1's torch.compile tests did). CI runs it after `test`.
+# pytest's exit status 5 ("no tests collected") is a pass: a module skipped as a
+# whole because an optional peer is absent (spd_learn, scikit-learn, CuPy).
 test-modules: venv
-	ls tests/test_*.py | xargs -n 1 -P $(MODULE_JOBS) $(PY) -m pytest -q -p no:cacheprovider
+	ls tests/test_*.py | xargs -n 1 -P $(MODULE_JOBS) sh -c \
+		'$(PY) -m pytest -q -p no:cacheprovider "$$0"; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc'
 
 # A short, real run of the CIFAR example: ZCA ResNet (d = 4, narrow) for 3 short
 # epochs. CIFAR-10 is used when it is on disk or can be downloaded; otherwise

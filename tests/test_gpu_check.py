@@ -390,7 +390,9 @@ def test_wrapper_stages_the_package_and_writes_the_report(tmp_path):
     assert _status(text) == {"environment": "ok", "eig": "ok"}
     assert "/pkg/svdpi)" in text  # the environment table names the staged package
     # with its entry points: CuPy arrays reach svdpi.cupy's fused kernels.
-    assert "| svdpi.native entry points | cupy = svdpi.cupy, torch = svdpi.torch |" in text
+    assert (
+        "| svdpi.native entry points | cupy = svdpi.cupy, jax = svdpi.jax, torch = svdpi.torch |"
+    ) in text
     assert text in result.stdout  # printed at the end
     assert f"gpu_check.py exit status: 0; report: {tmp_path / 'gpu_check_report.md'}" in (
         result.stdout
