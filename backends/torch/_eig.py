@@ -106,37 +106,48 @@ class _EigEager(torch.autograd.Function):
     jvp = staticmethod(_jvp)
 
 
-_NO_SECOND_ORDER = (
-    "svdpi.torch.eig is differentiable once: differentiating its derivative again "
-    "(double backward, create_graph=True, torch.func.hessian, jacfwd(jacrev(...))) is "
-    "not supported. The power-iteration gradient is a truncated series in the eigenvalue "
-    "ratios whose own derivative svdpi does not define, and autograd through the formula "
-    "would be wrong at repeated eigenvalues."
-)
+def _no_second_order(caller: str) -> str:
+    return (
+        f"{caller} is differentiable once: differentiating its derivative again "
+        "(double backward, create_graph=True, torch.func.hessian, jacfwd(jacrev(...))) is "
+        "not supported. The power-iteration gradient is a truncated series in the eigenvalue "
+        "ratios whose own derivative svdpi does not define, and autograd through the formula "
+        "would be wrong at repeated eigenvalues."
+    )
 
 
-class _FirstOrderOnly(torch.autograd.Function):
-    """A derivative of ``eig`` as a Function whose own derivatives raise.
+def first_order_only(caller: str) -> type[torch.autograd.Function]:
+    """A base class for a derivative node whose own derivatives raise, naming ``caller``.
 
     Without it autograd (or forward-mode AD) would differentiate the torch
     operations of ``eig_vjp`` / ``eig_jvp`` and silently return a wrong second
     derivative at equal eigenvalues (the ``where`` that handles the ratio-1
-    lanes of the geometric series has a zero derivative there).
+    lanes of the geometric series has a zero derivative there). ``caller``
+    is the function the user called, which the error names.
     """
+    message = _no_second_order(caller)
 
-    generate_vmap_rule = True
+    class FirstOrderOnly(torch.autograd.Function):
+        generate_vmap_rule = True
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            pass
 
-    @staticmethod
-    def backward(ctx, *grads):
-        raise RuntimeError(_NO_SECOND_ORDER)
+        @staticmethod
+        def backward(ctx, *grads):
+            raise RuntimeError(message)
 
-    @staticmethod
-    def jvp(ctx, *tangents):
-        raise RuntimeError(_NO_SECOND_ORDER)
+        @staticmethod
+        def jvp(ctx, *tangents):
+            raise RuntimeError(message)
+
+    return FirstOrderOnly
+
+
+#: The derivative nodes of :func:`eig` (the SVD's use it too; they may pass
+#: their own name to :func:`first_order_only`).
+_FirstOrderOnly = first_order_only("svdpi.torch.eig")
 
 
 @cached_signature

@@ -7,11 +7,13 @@ import math
 
 import torch
 from svdpi.adapter import check_exponent, check_num_iters, check_real
+from svdpi.functions import Power
 from torch import nn
 
 from ._eig import _can_read_values
-from ._matrix_functions import check_matrix_method, matrix_power
+from ._matrix_functions import check_matrix_method
 from ._options import check_bool
+from ._spectral import apply, make_map
 
 OUTPUTS = ("triu", "matrix")
 
@@ -81,8 +83,9 @@ class CovariancePooling(nn.Module):
     float64. Output: ``(N, C(C+1)/2)``, or ``(N, C, C)`` with
     ``output="matrix"``, in the input's dtype.
     An empty batch gives an empty output; input without spatial positions
-    raises ``ValueError``. Double backward is not supported (see
-    :func:`svdpi.torch.matrix_power`).
+    raises ``ValueError``. Double backward (``create_graph=True``) and
+    Hessians work with ``method="exact"``; the other methods raise
+    ``RuntimeError`` there (see :func:`svdpi.torch.spectral_map`).
 
     Examples
     --------
@@ -151,7 +154,7 @@ class CovariancePooling(nn.Module):
             return self._pool(self.covariance(x), x).to(x.dtype)
 
     def _pool(self, cov: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        options = {"method": self.method, "num_iters": self.num_iters, "check_finite": False}
+        spec = make_map(Power(self.p), self.method, self.num_iters, caller=type(self).__name__)
         if self.normalize_trace:
             trace = cov.diagonal(dim1=-2, dim2=-1).sum(-1)[:, None, None]
             self._check_finite(x, cov, trace)
@@ -159,10 +162,10 @@ class CovariancePooling(nn.Module):
             # by: such a sample is not normalised (Σ^p as without the option).
             # Chosen by where, without a host read.
             trace = torch.where(trace > 0, trace, torch.ones_like(trace))
-            result = matrix_power(cov / trace, self.p, **options) * trace.pow(self.p)
+            result = apply(cov / trace, spec, check_finite=False) * trace.pow(self.p)
         else:
             self._check_finite(x, cov, None)
-            result = matrix_power(cov, self.p, **options)
+            result = apply(cov, spec, check_finite=False)
         if self.output == "matrix":
             return result
         c = result.shape[-1]
