@@ -23,9 +23,12 @@ def _eigh_descending(a):
     # out: the core's namespace lookup goes through array-api-compat's
     # lru_cache-wrapped helpers, which dynamo warns about while compiling.
     # The finiteness check happens in svdpi.torch.eig, outside the Function.
-    # In place on the fresh sum (Function.forward records no graph): one n × n
+    # -(a + aᵀ)/2 as the core forms it, (a − aᵀ)/2 − a: a + aᵀ overflows for
+    # entries above half the dtype's maximum, which eigh handles, while
+    # a − aᵀ is 0 for a symmetric input (the same bits as −a then). In place
+    # on the fresh difference (Function.forward records no graph): one n × n
     # temporary fewer.
-    negated_eigenvalues, eigenvectors = torch.linalg.eigh(torch.add(a, a.mT).mul_(-0.5))
+    negated_eigenvalues, eigenvectors = torch.linalg.eigh(torch.sub(a, a.mT).mul_(0.5).sub_(a))
     return -negated_eigenvalues, eigenvectors
 
 
