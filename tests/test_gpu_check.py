@@ -138,6 +138,9 @@ def test_cpu_quick_mode_runs_every_section(gpu_check, tmp_path, capsys, one_torc
         "The explicit VJP on NumPy arrays.",
         "Skipped: --device cpu",  # the CuPy solvers
         "svdpi exact / eigh autograd:",
+        "| 4 × 8 custom tanh |",  # the spectral maps
+        "4 × 8 exp: svdpi / eigh, double backward:",
+        "| log | 0.0e+00 | 0.0e+00 | 0.0e+00 | 0.0e+00 | 0.0e+00 | 0.0e+00 |",
         "ZCA d=4 / BatchNorm2d:",
         "ZCA d=16 / BatchNorm2d:",
         # The GPU tests of the small suite: two gpu-marked, one on cupy, one example of
@@ -174,6 +177,8 @@ def test_without_pytorch_the_timing_sections_say_so(gpu_check, tmp_path, monkeyp
     assert set(_status(text).values()) == {"ok"}
     assert "svdpi NumPy fwd+VJP" in text
     assert "torch eigh" not in text
+    assert "svdpi NumPy hvp" in text  # the spectral section, without its torch columns
+    assert "svdpi double bwd" not in text
     assert text.count("Skipped: PyTorch is not installed (stand-in)") == 2  # sqrtm, zca
 
 
