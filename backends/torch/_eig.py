@@ -15,6 +15,7 @@ from svdpi.adapter import (
     vjp_from_projected,
 )
 
+from . import _native
 from ._autograd import cached_signature
 
 
@@ -47,8 +48,13 @@ def _backward(ctx, grad_eigenvalues, grad_eigenvectors):
     if not torch.is_grad_enabled():
         # A plain backward records no graph, so there is no second derivative
         # to guard against: skip _EigVjp's own Function call (about a tenth of
-        # a small eig's forward+backward on the CPU).
-        grad_a = _EigVjp.forward(*args, ctx.method, ctx.num_iters)
+        # a small eig's forward+backward on the CPU), and compute the VJP as
+        # direct torch operations where they apply (svdpi.torch._native).
+        grad_a = None
+        if grad_eigenvectors is not None:
+            grad_a = _native.eig_vjp(*args, ctx.method, ctx.num_iters)
+        if grad_a is None:
+            grad_a = _EigVjp.forward(*args, ctx.method, ctx.num_iters)
     else:  # create_graph=True or a torch.func transform: keep the guard
         grad_a = _EigVjp.apply(*args, ctx.method, ctx.num_iters)
     return grad_a, None, None

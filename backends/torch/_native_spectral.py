@@ -23,8 +23,9 @@ checked twice. Measured (CPU time, one thread, under load): the VJP alone
 at ``(32, 64)`` float32 went from 1.9 to 0.7 ms.
 
 It serves plain eager calls that autograd does not record (the backward
-pass of :func:`svdpi.torch.spectral_map` and of the functions built on it)
-and declines the rest, which the core computes: masks (the layers'
+pass of :func:`svdpi.torch.spectral_map` and of the functions built on it),
+unless ``svdpi.adapter.native_paths(False)`` is in effect, and declines the
+rest, which the core computes: masks (the layers'
 truncation), powers above 1 (the core sums their overflowing kernel entries
 apart, see ``_exact_split``), complex input, anything traced or under a
 ``torch.func`` transform.
@@ -37,6 +38,7 @@ import math
 import array_api_compat.torch as xp_torch
 
 import torch
+from svdpi.adapter import native_paths_enabled
 from svdpi.functions import Log, Power, SpectralFunction
 
 from ._native import _plain_eager_untracked
@@ -85,6 +87,7 @@ def value(
         n == 0
         or eigenvectors.is_complex()
         or (scaling is not None and not scaling[1] and abs(scaling[0]) > 1.0)
+        or not native_paths_enabled()
         or not _plain_eager_untracked(eigenvalues, eigenvectors)
     ):
         return None
@@ -119,6 +122,7 @@ def exact_vjp(
         or eigenvectors.is_complex()
         or grad.is_complex()
         or (scaling is not None and scaling[0] > 1.0)  # the core's _exact_split
+        or not native_paths_enabled()
         or not _plain_eager_untracked(eigenvalues, eigenvectors, grad)
     ):
         return None
