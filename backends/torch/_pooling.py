@@ -50,7 +50,9 @@ class CovariancePooling(nn.Module):
     eps : float, default 1e-5
         Added to the covariance's diagonal before the power. With fewer
         positions than channels (``H·W < C``) the covariance is singular,
-        and the derivative of ``λ^p`` for ``p < 1`` is unbounded near 0.
+        and the derivative of ``λ^p`` for ``0 < p < 1`` is unbounded near 0:
+        with ``eps=0`` a singular covariance has no gradient, and the
+        gradient of that sample comes out NaN.
     normalize_trace : bool, default False
         Apply iSQRT-COV's pre-normalisation ``Σ / tr Σ`` and post-compensation by
         ``(tr Σ)^p``. The forward value is ``Σ^p`` either way (up to
