@@ -49,6 +49,12 @@ with :func:`section`):
 ``zca``
     svdpi.torch.ZCAWhitening vs BatchNorm2d, forward + backward, training
     mode, on the ResNet-18 stem activation (128, 64, 32, 32).
+``spd``
+    An SPDNet training step, ``BiMap(n, n/2) → ReEig → LogEig``, forward +
+    backward, with svdpi.torch.spd (exact gradient; with and without its
+    host-read input checks) against the same layers through
+    torch.linalg.eigh and autograd, and spd_learn's modules where installed
+    (issue 16).
 
 Timings: float32 by default, every eigenpair differentiated, num_iters = 19,
 median of interleaved rounds after warm-up (``benchmarks/_timing.py``), by
@@ -57,8 +63,9 @@ on NumPy in place of CuPy, PyTorch on the CPU; the tests section then finds
 every GPU test skipped), so the script itself is checked without a GPU; its
 numbers are not GPU numbers.
 
-0.3's GPU surface is not covered yet: see :data:`PENDING_SECTIONS`, the hooks
-where its sections go once their APIs are on main.
+A section for GPU work not covered yet can be announced in
+:data:`PENDING_SECTIONS` (listed at the end of the report) until it is
+written; 0.3's sections are all written.
 """
 
 from __future__ import annotations
@@ -109,6 +116,8 @@ QUICK_SPECTRAL_SHAPES = [(4, 8)]
 SPECTRAL_CHECK_SHAPE = (4, 16)  # float64, for the device-vs-CPU comparison
 SVD_SHAPES = [(64, 32, 16), (8, 256, 128), (1, 1024, 512)]  # issue 17's
 QUICK_SVD_SHAPES = [(4, 8, 4)]
+SPD_SHAPES = [(64, 16), (128, 32), (256, 64)]  # (batch, n) of issue 16's SPDNet step
+QUICK_SPD_SHAPES = [(4, 6)]
 ZCA_INPUT = (128, 64, 32, 32)  # ResNet-18 stem activation on CIFAR, batch 128
 QUICK_ZCA_INPUT = (4, 16, 4, 4)
 ZCA_GROUP_SIZES = (4, 16, 64)  # channels per group (the paper's d); capped at C
@@ -116,20 +125,15 @@ VJP_TARGET_SHAPE, VJP_TARGET_MS = (512, 32), 0.5
 NOT_RUN = "–"
 DEFAULT_TIME_LIMIT = 540.0  # seconds, for the whole run; the device lends 10 minutes a command
 
-# --- 0.3 hooks ------------------------------------------------------------------------------
+# --- hooks ----------------------------------------------------------------------------------
 #
-# Sections for 0.3's GPU surface, to be written once their APIs are on main
-# (they are being built in parallel; nothing here calls them). Each becomes one
-# function decorated with @section(name, title, budget=...), placed in the
-# file where its report position should be, and is removed from this table.
-# Use the helpers the other sections use: _timer(ctx), _table, _ratio_lines,
-# ctx.env.torch / ctx.env.cupy / ctx.env.torch_device, ctx.quick.
-PENDING_SECTIONS = {
-    "spd": (
-        "the SPD layers (issue 16): a svdpi.torch.spd BiMap + ReEig + LogEig training step, "
-        "batch 64-256, n = 16-64, on CUDA"
-    ),
-}
+# Sections announced before they are written (name -> what they will time),
+# listed at the end of the report. Each becomes one function decorated with
+# @section(name, title, budget=...), placed in the file where its report
+# position should be, and is removed from this table. Use the helpers the
+# other sections use: _timer(ctx), _table, _ratio_lines, ctx.env.torch /
+# ctx.env.cupy / ctx.env.torch_device, ctx.quick. (0.3's are all written.)
+PENDING_SECTIONS: dict[str, str] = {}
 
 
 @dataclass
@@ -984,7 +988,99 @@ def section_svd(ctx: Context) -> list[str]:
     return [*lines, ""]
 
 
-# Sections for 0.3 (spectral maps, SVD, SPD layers) go above this line: see PENDING_SECTIONS.
+def spd_candidates(env: Environment, shape: tuple[int, int], dtype: str) -> dict:
+    """An SPDNet step, BiMap → ReEig → LogEig, forward + backward to the BiMap weight."""
+    if env.torch is None:
+        return {}
+    torch = env.torch
+    spd = _adapter("torch").spd
+    batch, n = shape
+    k = max(n // 2, 1)
+    a_np, _, _ = _problem(batch, n, dtype)
+    x = torch.as_tensor(a_np, device=env.torch_device)
+    generator = np.random.default_rng(1)
+    cotangent = generator.standard_normal((batch, k * (k + 1) // 2)).astype(dtype)
+    cotangent = torch.as_tensor(cotangent, device=env.torch_device)
+    factory = {"device": env.torch_device, "dtype": x.dtype}
+
+    def svdpi_model(checked: bool):
+        checks = {} if checked else {"check_finite": False}
+        return torch.nn.Sequential(
+            spd.BiMap(n, k, **factory),
+            spd.ReEig(1e-4, **checks),
+            spd.LogEig(vectorize=True, check_spd=checked, **checks),
+        )
+
+    def eigh_map(a, f):
+        w, v = torch.linalg.eigh(a)
+        return (v * f(w).unsqueeze(-2)) @ v.mT
+
+    class EighModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bimap = spd.BiMap(n, k, **factory)
+
+        def forward(self, a):
+            y = eigh_map(self.bimap(a), lambda w: w.clamp_min(1e-4))
+            return spd.functional.vectorize(eigh_map(y, torch.log))
+
+    models = {
+        "svdpi.torch.spd": svdpi_model(checked=True),
+        "svdpi.torch.spd unchecked": svdpi_model(checked=False),
+        "eigh autograd": EighModel(),
+    }
+    try:
+        from spd_learn.modules import BiMap, LogEig, ReEig
+    except ImportError:
+        pass
+    else:
+        models["spd_learn"] = torch.nn.Sequential(
+            BiMap(n, k, **factory), ReEig(threshold=1e-4), LogEig(upper=True, flatten=True)
+        )
+    candidates = {}
+    for name, model in models.items():
+        parameters = list(model.parameters())
+
+        def step(model=model, parameters=parameters):
+            return torch.autograd.grad(model(x), parameters, cotangent)
+
+        candidates[name] = step
+    return candidates
+
+
+def _spd_shapes(ctx: Context) -> list[tuple[int, int]]:
+    return QUICK_SPD_SHAPES if ctx.quick else SPD_SHAPES
+
+
+def _plan_spd(ctx: Context) -> list[str]:
+    names = list(spd_candidates(ctx.env, (2, 2), ctx.dtype))
+    if not names:
+        return [f"- skipped: {ctx.env.skipped.get('torch', 'PyTorch unavailable')}"]
+    return [f"- {b} × {n}: " + ", ".join(names) for b, n in _spd_shapes(ctx)]
+
+
+@section("spd", "SPDNet training step (issue 16)", budget=60, plan=_plan_spd)
+def section_spd(ctx: Context) -> list[str]:
+    if ctx.env.torch is None:
+        return [f"Skipped: {ctx.env.skipped.get('torch', 'PyTorch unavailable')}", ""]
+    timer = _timer(ctx)
+    rows = [
+        (f"{b} × {n}", timer(spd_candidates(ctx.env, (b, n), ctx.dtype)))
+        for b, n in _spd_shapes(ctx)
+    ]
+    lines = [
+        "BiMap(n, n/2) → ReEig(1e-4) → LogEig, forward + backward to the BiMap weight; "
+        "'unchecked': without the input checks that read values on the host.",
+        "",
+        *_table("batch × n", rows),
+    ]
+    for name in ("svdpi.torch.spd", "svdpi.torch.spd unchecked"):
+        lines += _ratio_lines(rows, name, "eigh autograd", f"{name} / eigh autograd:")
+        lines += _ratio_lines(rows, name, "spd_learn", f"{name} / spd_learn:")
+    return [*lines, ""]
+
+
+# New sections go above this line: see PENDING_SECTIONS.
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -1063,13 +1159,14 @@ def main(argv: list[str] | None = None) -> int:
         f"Time limit {args.time_limit:.0f} s. Command: `gpu_check.py {' '.join(arguments)}`",
         "",
     ]
-    footer = [
-        "Not covered yet (0.3's GPU surface; hooks in `benchmarks/gpu_check.py`, "
-        "`PENDING_SECTIONS`):",
-        "",
-        *(f"- {name}: {what}" for name, what in PENDING_SECTIONS.items()),
-        "",
-    ]
+    footer = []
+    if PENDING_SECTIONS:
+        footer = [
+            "Not covered yet (hooks in `benchmarks/gpu_check.py`, `PENDING_SECTIONS`):",
+            "",
+            *(f"- {name}: {what}" for name, what in PENDING_SECTIONS.items()),
+            "",
+        ]
     sections = [SECTIONS[name] for name in names]
     if args.dry_run:
         report = Report(args.out / PLAN_NAME, header, sections, footer)

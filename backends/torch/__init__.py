@@ -23,6 +23,7 @@ _check_torch_version(_torch.__version__)
 from svdpi.adapter import register as _register
 
 from . import _native
+from . import spd as spd  # the SPD-matrix layers, a subpackage (not in __all__)
 from ._eig import eig
 from ._matrix_functions import expm, inv_sqrtm, logm, matrix_power, sqrtm
 from ._pooling import CovariancePooling
