@@ -41,7 +41,7 @@ from ._whitening import (
     zca_whitening_matrix_vjp,
 )
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "EigResult",
