@@ -27,7 +27,7 @@ import math
 from array_api_compat import array_namespace, is_lazy_array
 
 from ._compat import array_device
-from ._gradient import _coefficient_product
+from ._gradient import _coefficient_product, coefficient_scale
 from ._svd import (
     adjoint,
     check_cotangent,
@@ -56,23 +56,37 @@ def check_svd_method(method: object) -> str:
 def singular_value_floor(s: Array, shape: tuple[int, int], xp: Namespace) -> Array:
     """Smallest singular value the derivative coefficients divide by, shape (..., 1).
 
-    ``max(max(m, n) · eps · σ_max, tiny / eps)``: a backward-stable SVD
-    resolves singular values only to about ``max(m, n) · eps · σ_max``, so
-    smaller ones are zero for all the input can tell; ``tiny / eps`` keeps the
-    coefficients (at most ``1 / floor``) far from overflow for a zero matrix.
+    ``max(m, n) · eps · σ_max``: a backward-stable SVD resolves singular
+    values only to about that, so smaller ones are zero for all the input can
+    tell. The floor is scale-free for every matrix whose ``σ_max`` is a normal
+    number, however small (svdpi 0.3.0's SVD took ``max`` with
+    ``smallest_normal / eps``, which raised every singular value of a
+    well-conditioned matrix at scale 1e-300 to that constant). A numerically
+    zero matrix (``σ_max`` below the smallest normal number) gets
+    ``smallest_normal / eps``, which keeps the coefficients (at most
+    ``1 / floor``) far from overflow.
     """
     finfo = xp.finfo(s.dtype)
     top = s[..., :1]
     # full_like, not asarray: a tensor made from a Python number on a GPU is a
     # blocking host-to-device copy (a synchronisation in every backward pass).
     least = xp.full_like(top, finfo.smallest_normal / finfo.eps)
-    return xp.maximum(top * (max(shape) * finfo.eps), least)
+    zero = top < finfo.smallest_normal
+    return xp.where(zero, least, top * (max(shape) * finfo.eps))
 
 
 class _Coefficients:
     """``M ∘ X`` and ``P``, ``1/σ`` of the module docstring for one method, batched.
 
-    ``"analytic"``: the classical values from the singular values as they are.
+    Every coefficient is homogeneous of degree −1 in ``σ``; all of them are
+    computed on ``σ / c`` with the unit ``c`` of :func:`svdpi.eig_vjp`
+    (:func:`svdpi._gradient.coefficient_scale`: ``min(σ_max, 1)``, 1 for a
+    numerically zero matrix), and the callers divide their finished result
+    by ``c`` (:meth:`rescale`). In those units the floor is the relative
+    ``max(m, n) · eps`` for every matrix of normal numbers, nothing
+    overflows before the last division, and a result whose true value
+    overflows becomes ``±inf`` there, never NaN.
+    ``"analytic"``: the classical values of ``σ / c``.
     ``"pi"`` / ``"taylor"``: singular values raised to the floor, scaled by the
     largest one (so that ``σ²`` neither overflows nor underflows), and ``M``
     through the eigenvalue coefficient product of ``σ²``.
@@ -80,6 +94,8 @@ class _Coefficients:
 
     def __init__(self, s: Array, shape: tuple[int, int], method: str, num_iters: int, xp):
         self.method, self.num_iters, self.xp = method, num_iters, xp
+        self.unit = coefficient_scale(s, xp)
+        s = s / self.unit
         if method != "analytic":
             s = xp.maximum(s, singular_value_floor(s, shape, xp))
         self.inverse = 1.0 / s
@@ -98,6 +114,10 @@ class _Coefficients:
         # M = Aᵀ ∘ W with W_ij = (σ_i + σ_j) and A the coefficients of σ²; in the
         # scaled units W = scale · (u_i + u_j), A = A(u²) / scale².
         self.weight = (unit[..., :, None] + unit[..., None, :]) / scale[..., None]
+
+    def rescale(self, x: Array) -> Array:
+        """A matrix result computed in units, divided by the unit ``c``: its true value."""
+        return x / self.unit[..., None]
 
     def _product(self, x: Array, symmetrize: bool) -> Array:
         return _coefficient_product(
@@ -240,7 +260,8 @@ def vjp(
         skew = (difference - adjoint(difference, xp)) * 0.5
         inner = inner + coefficients.plus * skew
     if grad_s is not None:
-        diagonal = _diag_embed(grad_s, xp)
+        # In the coefficients' units, as the rest of inner: ḡσ · c.
+        diagonal = _diag_embed(grad_s * coefficients.unit, xp)
         if complex_input:
             diagonal = xp.astype(diagonal, u.dtype)
         inner = diagonal if inner is None else inner + diagonal
@@ -257,6 +278,7 @@ def vjp(
         result = u @ (inner @ vh)
     else:
         result = (u @ inner) @ vh
+    result = coefficients.rescale(result)
     if bad is not None and phase == "nan":
         poisoned = xp.any(bad, axis=-1)[..., None, None]
         result = xp.where(poisoned, xp.full_like(result, math.nan), result)
@@ -306,6 +328,9 @@ def jvp(
     tangent_vh = adjoint(omega_v, xp) @ vh
     if n > k:
         tangent_vh = tangent_vh + (uh_da - dp @ vh) * inverse[..., :, None]
+    # Computed in the coefficients' units (degree −1 in σ): back to true values.
+    tangent_u = coefficients.rescale(tangent_u)
+    tangent_vh = coefficients.rescale(tangent_vh)
     if canonical and complex_input:
         # Keep U[i*, j] real: add the phase rotation i·θ_j to (u_j, v_j).
         mask = largest_component_mask(u, xp)
@@ -396,8 +421,17 @@ def svd_vjp(
     ``σ²``. Those methods raise singular values below
     ``max(m, n) · eps · σ_max`` to that floor in ``P``, ``Σ⁻¹`` and ``M``
     (and ``A`` floors ``σ²`` as :func:`eig_vjp` does), so that the gradient
-    is finite for every finite input. No value is read on the host for real
-    input.
+    is finite for every finite input. That floor is scale-free: a numerically
+    zero matrix (``σ_max`` below the smallest normal number) is raised to
+    ``smallest_normal / eps`` instead. Every method computes its coefficients
+    on ``σ / c`` with ``c = min(σ_max, 1)`` and divides the finished
+    gradient by ``c``, as :func:`eig_vjp` does, so it is right at every
+    scale, finite wherever its true value is representable and ``±inf``
+    where it overflows. (The ``ḡσ`` term is carried in those units as
+    ``ḡσ · c``: within a few orders of magnitude of the smallest normal
+    number, on platforms that flush subnormal numbers to zero, such as
+    XLA's, it loses relative accuracy.) No value is read on the host for
+    real input.
 
     Examples
     --------
