@@ -24,6 +24,7 @@ from typing import Any
 
 from . import functions
 from ._compat import array_device
+from ._complex import adjoint, real_diagonal
 from ._gradient import _coefficient_product, coefficient_scale, project_symmetric
 from ._scaling import rescale
 from ._spectrum import (
@@ -75,8 +76,8 @@ def _pairs(x: Array) -> tuple[Array, Array]:
 
 
 def _apply(eigenvectors: Array, weights: Array, xp: Namespace) -> Array:
-    """``V diag(weights) Vᵀ``."""
-    return (eigenvectors * weights[..., None, :]) @ xp.matrix_transpose(eigenvectors)
+    """``V diag(weights) Vᴴ`` (real weights)."""
+    return (eigenvectors * weights[..., None, :]) @ adjoint(eigenvectors, xp)
 
 
 # ----------------------------------------------------------------- forward
@@ -274,10 +275,10 @@ def _exact_map(fn, spec, eigenvectors, x, transpose, xp):
         weight, slope = floor
         if transpose:
             weight, slope = slope, weight
-        diagonal = xp.linalg.diagonal(projected)
+        diagonal = real_diagonal(projected, xp)
         amount = xp.sum(slope * diagonal, axis=-1, keepdims=True)
         left = left + eigenvectors * (weight * amount)[..., None, :]
-    return left @ xp.matrix_transpose(eigenvectors)
+    return left @ adjoint(eigenvectors, xp)
 
 
 # ------------------------------------------------- the chain-rule methods
@@ -295,12 +296,13 @@ def _coefficients_in_units(spec, method, xp):
 
 
 def _chain_rule_vjp(fn, spec, eigenvectors, grad, method, num_iters, xp):
-    """``V sym(diag(ḡλ) + Aᵀ ∘ Vᵀ ḡV) Vᵀ`` for ``F = V Φ Vᵀ``, in units."""
+    """``V herm(diag(ḡλ) + Aᵀ ∘ Vᴴ ḡV) Vᴴ`` for ``F = V Φ Vᴴ``, in units."""
     v = eigenvectors
     projected = project_symmetric(v, grad, xp)
-    # F = V Φ Vᵀ: <Ḡ, dF> = <2 Ḡ V Φ, dV> + <diag(Vᵀ Ḡ V), dφ> for symmetric Ḡ.
+    # F = V Φ Vᴴ: Re<Ḡ, dF> = Re<2 Ḡ V Φ, dV> + <Re diag(Vᴴ Ḡ V), dφ> for Hermitian
+    # Ḡ. Vᴴ(2 Ḡ V Φ) has a real diagonal: F does not depend on the phase.
     vt_grad_vectors = 2.0 * projected * values(fn, spec, xp)[..., None, :]
-    grad_values = xp.linalg.diagonal(projected) * derivative_weights(fn, spec, xp)
+    grad_values = real_diagonal(projected, xp) * derivative_weights(fn, spec, xp)
     coefficients, scale = _coefficients_in_units(spec, method, xp)
     inner = _coefficient_product(
         coefficients, vt_grad_vectors, method, num_iters, symmetrize=True, xp=xp
@@ -308,12 +310,12 @@ def _chain_rule_vjp(fn, spec, eigenvectors, grad, method, num_iters, xp):
     if scale is not None:
         grad_values = grad_values * scale
     left = v @ inner + v * grad_values[..., None, :]
-    result = left @ xp.matrix_transpose(v)
+    result = left @ adjoint(v, xp)
     return result if scale is None else result / scale[..., None]
 
 
 def _chain_rule_jvp(fn, spec, eigenvectors, tangent, method, num_iters, xp):
-    """``V (P Φ + Φ Pᵀ + diag(dφ)) Vᵀ`` with ``P = Aᵀ ∘ E``, in units."""
+    """``V (P Φ + Φ Pᴴ + diag(dφ)) Vᴴ`` with ``P = Aᵀ ∘ E``, in units."""
     v = eigenvectors
     projected = project_symmetric(v, tangent, xp)
     coefficients, scale = _coefficients_in_units(spec, method, xp)
@@ -321,11 +323,11 @@ def _chain_rule_jvp(fn, spec, eigenvectors, tangent, method, num_iters, xp):
         coefficients, projected, method, num_iters, symmetrize=False, xp=xp
     )
     half = product * values(fn, spec, xp)[..., None, :]
-    dphi = xp.linalg.diagonal(projected) * derivative_weights(fn, spec, xp)
+    dphi = real_diagonal(projected, xp) * derivative_weights(fn, spec, xp)
     if scale is not None:
         dphi = dphi * scale
-    left = v @ (half + xp.matrix_transpose(half)) + v * dphi[..., None, :]
-    result = left @ xp.matrix_transpose(v)
+    left = v @ (half + adjoint(half, xp)) + v * dphi[..., None, :]
+    result = left @ adjoint(v, xp)
     return result if scale is None else result / scale[..., None]
 
 
@@ -369,8 +371,8 @@ def _exact_split(fn, spec, eigenvalues, eigenvectors, x, xp):
 
 
 def _sandwich(eigenvectors: Array, inner: Array, xp: Namespace) -> Array:
-    """``V inner Vᵀ``."""
-    return eigenvectors @ inner @ xp.matrix_transpose(eigenvectors)
+    """``V inner Vᴴ``."""
+    return eigenvectors @ inner @ adjoint(eigenvectors, xp)
 
 
 def _first_in_units(fn, spec, eigenvectors, x, method, num_iters, transpose, xp):
@@ -718,17 +720,19 @@ def spectral_map_hvp(
     e = project_symmetric(v, tangent, xp)
     kernel = exact_kernel(fn, spec, xp)
     h = second_divided_differences(fn, spec, kernel, xp)
-    # M_ab = Σ_c H_abc (E_ac X_cb + X_ac E_cb), contracted over the last axis.
+    # M_ab = Σ_c H_abc (E_ac X_cb + X_ac E_cb), contracted over the last axis:
+    # X_cb as the (b, c) entry of Xᵀ (which is conj(X) for Hermitian X).
     e_ac, x_ac = e[..., :, None, :], x[..., :, None, :]
-    x_bc, e_bc = x[..., None, :, :], e[..., None, :, :]  # X_cb = X_bc (symmetric)
-    inner = xp.sum(h * (e_ac * x_bc + x_ac * e_bc), axis=-1)
+    x_cb = xp.matrix_transpose(x)[..., None, :, :]
+    e_cb = xp.matrix_transpose(e)[..., None, :, :]
+    inner = xp.sum(h * (e_ac * x_cb + x_ac * e_cb), axis=-1)
     if spec.floor_active is not None:
         # Second derivatives through the moving floor are not computed: NaN
         # where it holds a kept eigenvalue (see Notes).
         below = ~spec.live if spec.kept is None else ~spec.live & spec.kept
         moving = spec.floor_active & xp.any(below, axis=-1, keepdims=True)
         inner = xp.where(moving[..., None], nan_like(inner, xp), inner)
-    result = v @ inner @ xp.matrix_transpose(v)
+    result = v @ inner @ adjoint(v, xp)
     if spec.exponent is None:
         return result
     degree = spec.homogeneity.value_degree - 2.0

@@ -22,24 +22,24 @@ matrix's eigenvalues ``σ²`` (:mod:`svdpi._coefficients`, used as it is);
 
 from __future__ import annotations
 
-import math
-
 from array_api_compat import array_namespace, is_lazy_array
 
 from ._compat import array_device
-from ._gradient import _coefficient_product, coefficient_scale
-from ._svd import (
+from ._complex import (
     adjoint,
-    check_cotangent,
-    check_factors,
+    canonical_cotangent,
+    canonical_rotation,
+    column_norms,
     is_complex,
-    largest_component_mask,
+    phase_action,
+    phase_violations,
+    poison,
 )
+from ._complex import phase_term as _diagonal_phase
+from ._gradient import _coefficient_product, coefficient_scale
+from ._svd import check_cotangent, check_factors
 from ._typing import Array, Namespace
 from ._validation import check_method, check_num_iters
-
-#: What :func:`vjp` does when a cotangent depends on the singular vectors' phase.
-PHASE_ACTIONS = ("raise", "nan", "off")
 
 
 def check_svd_method(method: object) -> str:
@@ -130,41 +130,21 @@ class _Coefficients:
         )
 
     def minus_times(self, x: Array) -> Array:
-        """``M ∘ x`` for real ``x``."""
+        """``M ∘ x`` for real or complex ``x`` (real coefficients, parts apart)."""
         if self.method == "analytic":
             return self.minus * x
         return self._product(x, symmetrize=False)
 
-    def minus_times_symmetrized(self, x: Array) -> Array:
-        """``sym(M ∘ x)`` for real ``x``: the exact symmetrised product (any num_iters)."""
+    def minus_times_hermitian(self, x: Array) -> Array:
+        """``herm(M ∘ x)``: the adjoint of ``S ↦ M ∘ S`` restricted to Hermitian ``S``.
+
+        For ``"pi"`` / ``"taylor"`` the exact (anti)symmetrised products of
+        :func:`svdpi._gradient._coefficient_product` (any ``num_iters``).
+        """
         if self.method == "analytic":
             y = self.minus * x
-            return (y + self.xp.matrix_transpose(y)) * 0.5
+            return (y + adjoint(y, self.xp)) * 0.5
         return self._product(x, symmetrize=True)
-
-    def minus_times_hermitian(self, x: Array) -> Array:
-        """``herm(M ∘ x)``: the adjoint of ``S ↦ M ∘ S`` restricted to Hermitian ``S``."""
-        xp = self.xp
-        if not is_complex(x, xp):
-            return self.minus_times_symmetrized(x)
-        real = self.minus_times_symmetrized(xp.real(x))
-        imag = self.minus_times(xp.imag(x))
-        imag = (imag - xp.matrix_transpose(imag)) * 0.5
-        return _complex(real, imag, xp)
-
-    def minus_times_any(self, x: Array) -> Array:
-        """``M ∘ x`` for real or complex ``x`` (real coefficients, parts apart)."""
-        xp = self.xp
-        if not is_complex(x, xp):
-            return self.minus_times(x)
-        return _complex(self.minus_times(xp.real(x)), self.minus_times(xp.imag(x)), xp)
-
-
-def _complex(real: Array, imag: Array, xp: Namespace) -> Array:
-    """``real + i·imag`` from two real arrays, in the matching complex dtype."""
-    dtype = xp.complex64 if real.dtype == xp.float32 else xp.complex128
-    # ``* 1j`` with a Python scalar: no array is made from it on the device.
-    return xp.astype(real, dtype) + xp.astype(imag, dtype) * 1j
 
 
 def _diag_embed(d: Array, xp: Namespace) -> Array:
@@ -176,9 +156,9 @@ def _phase_scale(grad_u, grad_vh, xp):
     """Per singular pair, ``‖ḡu_j‖ + ‖ḡv_j‖``: the size of round-off in the phase term."""
     total = 0.0
     if grad_u is not None:
-        total = total + xp.sqrt(xp.sum(xp.abs(grad_u) ** 2, axis=-2))
+        total = total + column_norms(grad_u, xp)
     if grad_vh is not None:
-        total = total + xp.sqrt(xp.sum(xp.abs(grad_vh) ** 2, axis=-1))
+        total = total + column_norms(xp.matrix_transpose(grad_vh), xp)
     return total
 
 
@@ -186,9 +166,9 @@ def phase_term(x_u: Array | None, x_v: Array | None, xp: Namespace) -> Array:
     """``Im diag(Uᴴ ḡU + Vᴴ ḡV)``: the derivative along ``(u_j, v_j) → e^{iφ} (u_j, v_j)``."""
     term = 0.0
     if x_u is not None:
-        term = term + xp.imag(xp.linalg.diagonal(x_u))
+        term = term + _diagonal_phase(x_u, xp)
     if x_v is not None:
-        term = term + xp.imag(xp.linalg.diagonal(x_v))
+        term = term + _diagonal_phase(x_v, xp)
     return term
 
 
@@ -215,7 +195,7 @@ def vjp(
     phase: str,
     xp: Namespace,
 ) -> Array:
-    """:func:`svd_vjp` after the argument checks; ``phase`` in :data:`PHASE_ACTIONS`.
+    """:func:`svd_vjp` after the argument checks; ``phase`` in ``svdpi._complex.PHASE_ACTIONS``.
 
     ``phase`` says what to do, for complex input, when the cotangents depend
     on the singular vectors' phase: ``"raise"`` (reads one boolean on the
@@ -233,24 +213,19 @@ def vjp(
     x_u = None if grad_u is None else u_h @ grad_u
     # Vᴴ ḡV with ḡV = ḡVhᴴ, as Vh ḡVhᴴ.
     x_v = None if grad_vh is None else vh @ adjoint(grad_vh, xp)
-    bad = None
+    poisoned = None
     if complex_input and (x_u is not None or x_v is not None):
         gamma = phase_term(x_u, x_v, xp)
         if canonical:
             # The canonical factors depend on a through their phase too: that
-            # derivative is a cotangent i·γ_j/|U[i*, j]| at the pivot entry of ḡU
-            # (see docs/theory_svd.rst), which makes the phase term vanish.
-            mask = largest_component_mask(u, xp)
-            pivot = xp.sum(xp.abs(u) * mask, axis=-2)
-            correction = mask * (gamma / pivot)[..., None, :]
-            correction = _complex(xp.zeros_like(correction), -correction, xp)
+            # derivative is a cotangent −i·γ_j/|U[i*, j]| at the pivot entry of
+            # ḡU (see docs/theory_complex.rst), which makes the phase term vanish.
+            correction = canonical_cotangent(u, gamma, xp)
             grad_u = correction if grad_u is None else grad_u + correction
             x_u = u_h @ grad_u
-        elif phase != "off":
-            tolerance = 10.0 * math.sqrt(xp.finfo(s.dtype).eps)
-            bad = xp.abs(gamma) > tolerance * _phase_scale(grad_u, grad_vh, xp)
-            if phase == "raise" and not is_lazy_array(bad) and bool(xp.any(bad)):
-                raise ValueError(_PHASE_MESSAGE)
+        else:
+            bad = phase_violations(gamma, _phase_scale(grad_u, grad_vh, xp), xp)
+            poisoned = phase_action(bad, phase, _PHASE_MESSAGE, xp)
     coefficients = _Coefficients(s, (m, n), method, num_iters, xp)
     inner = None
     if x_u is not None or x_v is not None:
@@ -278,11 +253,7 @@ def vjp(
         result = u @ (inner @ vh)
     else:
         result = (u @ inner) @ vh
-    result = coefficients.rescale(result)
-    if bad is not None and phase == "nan":
-        poisoned = xp.any(bad, axis=-1)[..., None, None]
-        result = xp.where(poisoned, xp.full_like(result, math.nan), result)
-    return result
+    return poison(coefficients.rescale(result), poisoned, xp)
 
 
 def jvp(
@@ -316,7 +287,7 @@ def jvp(
     tangent_s = xp.linalg.diagonal(herm)
     if complex_input:
         tangent_s = xp.real(tangent_s)
-    omega_s = coefficients.minus_times_any(herm)
+    omega_s = coefficients.minus_times(herm)
     omega_k = coefficients.plus * skew
     omega_u = omega_s + omega_k
     omega_v = omega_s - omega_k
@@ -333,10 +304,7 @@ def jvp(
     tangent_vh = coefficients.rescale(tangent_vh)
     if canonical and complex_input:
         # Keep U[i*, j] real: add the phase rotation i·θ_j to (u_j, v_j).
-        mask = largest_component_mask(u, xp)
-        pivot = xp.sum(xp.abs(u) * mask, axis=-2)
-        theta = -xp.sum(xp.imag(tangent_u) * mask, axis=-2) / pivot
-        rotation = _complex(xp.zeros_like(theta), theta, xp)
+        rotation = canonical_rotation(u, tangent_u, xp)
         tangent_u = tangent_u + u * rotation[..., None, :]
         tangent_vh = tangent_vh - vh * rotation[..., :, None]
     return tangent_u, tangent_s, tangent_vh

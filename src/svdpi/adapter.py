@@ -88,11 +88,11 @@ from ._coefficients import coefficient_product, eigenvalue_floor
 from ._covariance import GroupedMoments, grouped_covariance, grouped_covariance_vjp
 from ._dispatch import DECLINED, STEPS, Decline, native_paths, register
 from ._eig import all_finite
+from ._eig import all_finite as svd_factors_finite
 from ._gradient import project_symmetric, vjp_from_projected
 from ._spectral_maps import check_function, check_second_order
 from ._svd import canonicalize, check_svd_dtype
 from ._svd import check_matrix as check_svd_matrix
-from ._svd import finite as svd_factors_finite
 from ._svd_gradient import check_svd_method
 from ._svd_gradient import jvp as svd_jvp_checked
 from ._svd_gradient import vjp as svd_vjp_checked
