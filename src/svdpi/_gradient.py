@@ -144,6 +144,20 @@ def eig_vjp(
     >>> g_a = svdpi.eig_vjp(w, v, None, g_v)
     >>> bool(np.isfinite(g_a).all()), np.allclose(g_a, g_a.T)
     (True, True)
+
+    A complex Hermitian matrix. ``Re Σ V`` depends on the eigenvectors'
+    arbitrary phases, so it has a gradient only for the canonical ones:
+
+    >>> h = np.array([[2.0, 1 + 1j], [1 - 1j, 3.0]])
+    >>> w, v = svdpi.eig(h)
+    >>> svdpi.eig_vjp(w, v, None, np.ones_like(v))
+    Traceback (most recent call last):
+    ...
+    ValueError: grad_eigenvectors depends on the arbitrary phase of the complex eigenvectors ...
+    >>> w, v = svdpi.eig(h, canonical=True)
+    >>> g_h = svdpi.eig_vjp(w, v, None, np.ones_like(v), canonical=True)
+    >>> bool(np.allclose(g_h, g_h.conj().T))
+    True
     """
     if xp is None:
         xp = namespace_of(

@@ -16,6 +16,11 @@ whitening matrix and the PCA projector are calls of these with a
   eigenvalues and eigenvectors with the eigenvector coefficients of
   :func:`svdpi.eig_vjp`: what the paper's layers differentiate.
 * the second derivative (``"exact"`` only): :func:`spectral_map_hvp`.
+
+Complex Hermitian input (complex eigenvectors, real eigenvalues) runs the
+same code with ``Vᴴ`` for ``Vᵀ`` and Hermitian for symmetric parts: ``G``
+and the coefficients are real, and act on the real and imaginary parts of
+``Vᴴ X V`` apart (``docs/theory_complex.rst``).
 """
 
 from __future__ import annotations
@@ -122,12 +127,13 @@ def spectral_map(
     mask: Array | None = None,
     xp: Namespace | None = None,
 ) -> Array:
-    """A spectral function of a symmetric matrix, ``F(A) = V diag(f(λ)) Vᵀ``, from its eigenpairs.
+    """A spectral function ``F(A) = V diag(f(λ)) Vᴴ`` of a symmetric or Hermitian matrix.
 
     Parameters
     ----------
     eigenvalues, eigenvectors : array
-        Eigenpairs of ``A`` (a batch of them), as returned by :func:`eig`.
+        Eigenpairs of ``A`` (a batch of them), as returned by :func:`eig`:
+        real eigenvalues, real or complex (Hermitian ``A``) eigenvectors.
     fn : svdpi.functions.SpectralFunction
         The function applied to the eigenvalues: a built-in of
         ``svdpi.functions`` (``Power(0.5)``, ``Log()``, ...) or a user's
@@ -141,8 +147,9 @@ def spectral_map(
     Returns
     -------
     array, shape (..., n, n)
-        ``Σ_j mask_j · f(c_j) · v_j v_jᵀ`` (symmetric), where ``c_j`` is
-        ``λ_j`` after the clamp of ``fn.domain``.
+        ``Σ_j mask_j · f(c_j) · v_j v_jᴴ`` (symmetric, or Hermitian with
+        the eigenvectors' complex dtype), where ``c_j`` is ``λ_j`` after
+        the clamp of ``fn.domain``.
 
     Notes
     -----
@@ -174,6 +181,13 @@ def spectral_map(
     True
     >>> np.round(np.linalg.eigvalsh(svdpi.spectral_map(w, v, Log())), 6)  # log 1, log 3
     array([0.      , 1.098612])
+
+    A complex Hermitian matrix:
+
+    >>> h = np.array([[2.0, 1 + 1j], [1 - 1j, 3.0]])
+    >>> root = svdpi.spectral_map(*svdpi.eig(h), Power(0.5))
+    >>> bool(np.allclose(root @ root, h)), bool(np.allclose(root, root.conj().T))
+    (True, True)
     """
     return forward(eigenvalues, eigenvectors, fn, mask, xp)
 
@@ -423,7 +437,9 @@ def spectral_map_vjp(
     fn : svdpi.functions.SpectralFunction
         The function the forward applied.
     grad : array, shape (..., n, n), or None
-        Cotangent of ``F(A)``; ``None`` means zero.
+        Cotangent of ``F(A)``, of the eigenvectors' dtype; ``None`` means
+        zero. For complex input it follows PyTorch's convention (for
+        ``L = Re Σ F(A) ∘ G`` pass ``conj(G)``).
     mask : array of bool, shape (..., n), optional
         The mask the forward used (held constant: no gradient flows through
         the choice of the kept pairs).
@@ -444,11 +460,12 @@ def spectral_map_vjp(
     Returns
     -------
     array, shape (..., n, n)
-        Symmetric gradient with respect to ``A``.
+        Symmetric (Hermitian, for complex input) gradient with respect to ``A``.
 
     Notes
     -----
-    ``"exact"`` returns ``V (G ∘ Vᵀ sym(Ḡ) V) Vᵀ`` with
+    ``"exact"`` returns ``V (G ∘ Vᵀ sym(Ḡ) V) Vᵀ`` (``Vᴴ herm(Ḡ) V`` for
+    complex input) with
     ``G_ij = (φ_i − φ_j) / (λ_i − λ_j)`` and ``G_ii = φ'(λ_i)`` for
     ``φ_j = mask_j · f(c_j)`` (``c`` the clamped eigenvalues of
     :func:`spectral_map`), the divided differences evaluated by
@@ -515,7 +532,7 @@ def spectral_map_jvp(
     fn : svdpi.functions.SpectralFunction
         The function the forward applied.
     tangent : array, shape (..., n, n), or None
-        Perturbation of ``A``; only its symmetric part matters. ``None``
+        Perturbation of ``A``; only its symmetric (Hermitian) part matters. ``None``
         means zero.
     mask, method, num_iters : optional
         See :func:`spectral_map_vjp`.
@@ -525,7 +542,7 @@ def spectral_map_jvp(
     Returns
     -------
     array, shape (..., n, n)
-        The perturbation of ``F(A)`` (symmetric).
+        The perturbation of ``F(A)`` (symmetric, or Hermitian).
 
     Examples
     --------
@@ -651,7 +668,8 @@ def spectral_map_hvp(
     Returns
     -------
     array, shape (..., n, n)
-        Symmetric; ``V M Vᵀ`` with, for ``X = Vᵀ sym(Ḡ) V`` and ``Ẽ = Vᵀ sym(T) V``,
+        Symmetric (Hermitian); ``V M Vᴴ`` with, for ``X = Vᴴ herm(Ḡ) V`` and
+        ``Ẽ = Vᴴ herm(T) V``,
         ``M_ab = Σ_c g[λa, λb, λc] (Ẽ_ac X_cb + X_ac Ẽ_cb)``.
 
     Notes

@@ -192,7 +192,7 @@ def zca_whitening_matrix_vjp(
     Returns
     -------
     array, shape (..., n, n)
-        Symmetric gradient with respect to the covariance.
+        Symmetric (Hermitian, for complex input) gradient with respect to the covariance.
 
     Examples
     --------
@@ -238,7 +238,7 @@ def pca_projector(
     Returns
     -------
     array, shape (..., n, n)
-        The symmetric, idempotent projector.
+        The symmetric (Hermitian, for complex eigenvectors), idempotent projector.
 
     Examples
     --------
@@ -308,7 +308,7 @@ def pca_projector_vjp(
     Returns
     -------
     array, shape (..., n, n)
-        Symmetric gradient with respect to the covariance.
+        Symmetric (Hermitian, for complex input) gradient with respect to the covariance.
 
     Examples
     --------
