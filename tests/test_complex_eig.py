@@ -507,3 +507,19 @@ def test_complex_where_it_makes_no_sense_is_refused():
         half = torch.zeros(2, 2, dtype=torch.complex32)
     with pytest.raises(TypeError, match="half precision"):
         svdpi.eig(half)
+
+
+def test_meta_tensors_give_shapes_and_never_read_values():
+    """PyTorch's meta device has no values: no finiteness or phase check, meta results."""
+    torch = pytest.importorskip("torch")
+    a = torch.zeros(2, 3, 3, dtype=torch.complex128, device="meta")
+    w, v = svdpi.eig(a, canonical=True)
+    assert (w.device.type, w.dtype, v.dtype) == ("meta", torch.float64, torch.complex128)
+    for canonical in (False, True):
+        grad = svdpi.eig_vjp(w, v, w, v, canonical=canonical)
+        dw, dv = svdpi.eig_jvp(w, v, a, canonical=canonical)
+        for x, shape in ((grad, (2, 3, 3)), (dw, (2, 3)), (dv, (2, 3, 3))):
+            assert x.device.type == "meta"
+            assert tuple(x.shape) == shape
+    u, s, vh = svdpi.svd(torch.zeros(4, 3, dtype=torch.complex64, device="meta"))
+    assert svdpi.svd_vjp(u, s, vh, u, None, vh).device.type == "meta"

@@ -91,17 +91,28 @@ def phase_violations(gamma: Array, size: Array, xp: Namespace) -> Array:
     return xp.abs(gamma) > tolerance * size
 
 
+def readable(x: Array) -> bool:
+    """Whether the values of ``x`` can be read on the host (metadata only).
+
+    Not for lazy arrays (JAX, Dask, tracers: ``array_api_compat.is_lazy_array``)
+    nor for PyTorch's ``meta`` device, which has shapes and no values.
+    """
+    if is_lazy_array(x):
+        return False
+    return getattr(getattr(x, "device", None), "type", None) != "meta"
+
+
 def phase_action(bad: Array, action: str, message: str, xp: Namespace) -> Array | None:
     """Apply ``action`` (:data:`PHASE_ACTIONS`) to the violations ``bad`` (shape ``(..., k)``).
 
     ``"raise"``: raise ``ValueError(message)`` if any is set (one boolean
-    read on the host); lazy arrays (JAX, or a tracer), whose values cannot
-    be read, are treated as ``"nan"``. Returns the per-matrix mask (shape
+    read on the host); arrays whose values cannot be read (:func:`readable`)
+    are treated as ``"nan"``. Returns the per-matrix mask (shape
     ``(..., 1, 1)``) of the gradients to poison with NaN, or ``None``.
     """
     if action == "off":
         return None
-    if action == "raise" and not is_lazy_array(bad):
+    if action == "raise" and readable(bad):
         if bool(xp.any(bad)):
             raise ValueError(message)
         return None

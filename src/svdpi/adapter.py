@@ -43,14 +43,28 @@ Native fast paths (:mod:`svdpi._dispatch`'s contract)
 Finiteness
 ----------
 - ``all_finite`` ``(a, xp)``: the check ``svdpi.eig(check_finite=True)``
-  makes (one host read; lazy arrays are not read).
+  makes (one host read; lazy arrays are not read). Complex input is
+  checked by its real and imaginary parts, so a registered
+  ``"all_finite"`` step only ever receives real arrays.
 
 Eigenpairs and their derivatives
 --------------------------------
-- ``vjp_from_projected``: :func:`svdpi.eig_vjp` given ``Vᵀ ḡV`` instead
+- ``vjp_from_projected``: :func:`svdpi.eig_vjp` given ``Vᴴ ḡV`` instead
   of ``ḡV`` (a framework's backward pass often has the former), with the
-  arguments already checked;
-- ``project_symmetric``: ``Vᵀ sym(X) V``.
+  arguments already checked; keywords ``canonical=`` (differentiate the
+  canonical eigenvectors) and ``phase=`` (for complex eigenvectors, what to
+  do when the cotangent depends on their phase: ``"raise"``, one host
+  read, the default; ``"nan"`` where values cannot be read, e.g. while
+  compiling; ``"off"``);
+- ``project_symmetric``: ``Vᴴ herm(X) V`` (``Vᵀ sym(X) V`` for real input).
+
+Complex Hermitian input takes the same functions: eigenvectors, cotangents
+and tangents complex, eigenvalues real (``check_eigenpairs`` and
+``check_like`` accept that; ``check_floating`` takes ``allow_complex=True``
+for an adapter's own argument of either kind). The ``coefficient_product``
+and ``eigh`` steps receive real arrays only: the core splits complex
+products into real and imaginary parts and solves complex Hermitian
+eigenproblems with the library's own ``eigh``.
 
 The singular value decomposition
 --------------------------------
