@@ -40,6 +40,12 @@ with :func:`section`):
 ``zca``
     svdpi.torch.ZCAWhitening vs BatchNorm2d, forward + backward, training
     mode, on the ResNet-18 stem activation (128, 64, 32, 32).
+``spd``
+    An SPDNet training step, ``BiMap(n, n/2) → ReEig → LogEig``, forward +
+    backward, with svdpi.torch.spd (exact gradient; with and without its
+    host-read input checks) against the same layers through
+    torch.linalg.eigh and autograd, and spd_learn's modules where installed
+    (issue 16).
 
 Timings: float32 by default, every eigenpair differentiated, num_iters = 19,
 median of interleaved rounds after warm-up (``benchmarks/_timing.py``), by
@@ -95,6 +101,8 @@ SQRTM_SHAPES = [(32, 64), (8, 256)]
 QUICK_SQRTM_SHAPES = [(4, 8)]
 SVD_SHAPES = [(64, 32, 16), (8, 256, 128), (1, 1024, 512)]  # issue 17's
 QUICK_SVD_SHAPES = [(4, 8, 4)]
+SPD_SHAPES = [(64, 16), (128, 32), (256, 64)]  # (batch, n) of issue 16's SPDNet step
+QUICK_SPD_SHAPES = [(4, 6)]
 ZCA_INPUT = (128, 64, 32, 32)  # ResNet-18 stem activation on CIFAR, batch 128
 QUICK_ZCA_INPUT = (4, 16, 4, 4)
 ZCA_GROUP_SIZES = (4, 16, 64)  # channels per group (the paper's d); capped at C
@@ -116,10 +124,6 @@ PENDING_SECTIONS = {
         "with Power(0.5), Log(), Exp(), Clamp, Custom, forward + backward and double backward "
         "(create_graph=True) on CUDA tensors against autograd through torch.linalg.eigh; "
         "svdpi.spectral_map / spectral_map_vjp / spectral_map_hvp on CuPy arrays"
-    ),
-    "spd": (
-        "the SPD layers (issue 16): a svdpi.torch.spd BiMap + ReEig + LogEig training step, "
-        "batch 64-256, n = 16-64, on CUDA"
     ),
 }
 
@@ -765,7 +769,99 @@ def section_svd(ctx: Context) -> list[str]:
     return [*lines, ""]
 
 
-# Sections for 0.3 (spectral maps, SVD, SPD layers) go above this line: see PENDING_SECTIONS.
+def spd_candidates(env: Environment, shape: tuple[int, int], dtype: str) -> dict:
+    """An SPDNet step, BiMap → ReEig → LogEig, forward + backward to the BiMap weight."""
+    if env.torch is None:
+        return {}
+    torch = env.torch
+    spd = _adapter("torch").spd
+    batch, n = shape
+    k = max(n // 2, 1)
+    a_np, _, _ = _problem(batch, n, dtype)
+    x = torch.as_tensor(a_np, device=env.torch_device)
+    generator = np.random.default_rng(1)
+    cotangent = generator.standard_normal((batch, k * (k + 1) // 2)).astype(dtype)
+    cotangent = torch.as_tensor(cotangent, device=env.torch_device)
+    factory = {"device": env.torch_device, "dtype": x.dtype}
+
+    def svdpi_model(checked: bool):
+        checks = {} if checked else {"check_finite": False}
+        return torch.nn.Sequential(
+            spd.BiMap(n, k, **factory),
+            spd.ReEig(1e-4, **checks),
+            spd.LogEig(vectorize=True, check_spd=checked, **checks),
+        )
+
+    def eigh_map(a, f):
+        w, v = torch.linalg.eigh(a)
+        return (v * f(w).unsqueeze(-2)) @ v.mT
+
+    class EighModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bimap = spd.BiMap(n, k, **factory)
+
+        def forward(self, a):
+            y = eigh_map(self.bimap(a), lambda w: w.clamp_min(1e-4))
+            return spd.functional.vectorize(eigh_map(y, torch.log))
+
+    models = {
+        "svdpi.torch.spd": svdpi_model(checked=True),
+        "svdpi.torch.spd unchecked": svdpi_model(checked=False),
+        "eigh autograd": EighModel(),
+    }
+    try:
+        from spd_learn.modules import BiMap, LogEig, ReEig
+    except ImportError:
+        pass
+    else:
+        models["spd_learn"] = torch.nn.Sequential(
+            BiMap(n, k, **factory), ReEig(threshold=1e-4), LogEig(upper=True, flatten=True)
+        )
+    candidates = {}
+    for name, model in models.items():
+        parameters = list(model.parameters())
+
+        def step(model=model, parameters=parameters):
+            return torch.autograd.grad(model(x), parameters, cotangent)
+
+        candidates[name] = step
+    return candidates
+
+
+def _spd_shapes(ctx: Context) -> list[tuple[int, int]]:
+    return QUICK_SPD_SHAPES if ctx.quick else SPD_SHAPES
+
+
+def _plan_spd(ctx: Context) -> list[str]:
+    names = list(spd_candidates(ctx.env, (2, 2), ctx.dtype))
+    if not names:
+        return [f"- skipped: {ctx.env.skipped.get('torch', 'PyTorch unavailable')}"]
+    return [f"- {b} × {n}: " + ", ".join(names) for b, n in _spd_shapes(ctx)]
+
+
+@section("spd", "SPDNet training step (issue 16)", budget=60, plan=_plan_spd)
+def section_spd(ctx: Context) -> list[str]:
+    if ctx.env.torch is None:
+        return [f"Skipped: {ctx.env.skipped.get('torch', 'PyTorch unavailable')}", ""]
+    timer = _timer(ctx)
+    rows = [
+        (f"{b} × {n}", timer(spd_candidates(ctx.env, (b, n), ctx.dtype)))
+        for b, n in _spd_shapes(ctx)
+    ]
+    lines = [
+        "BiMap(n, n/2) → ReEig(1e-4) → LogEig, forward + backward to the BiMap weight; "
+        "'unchecked': without the input checks that read values on the host.",
+        "",
+        *_table("batch × n", rows),
+    ]
+    for name in ("svdpi.torch.spd", "svdpi.torch.spd unchecked"):
+        lines += _ratio_lines(rows, name, "eigh autograd", f"{name} / eigh autograd:")
+        lines += _ratio_lines(rows, name, "spd_learn", f"{name} / spd_learn:")
+    return [*lines, ""]
+
+
+# Sections for 0.3 (spectral maps) go above this line: see PENDING_SECTIONS.
 
 
 # --- the run ---------------------------------------------------------------------------------

@@ -469,6 +469,18 @@ def test_no_overflow_where_the_result_is_finite():
         assert Softplus().divided_difference(np.float64(800.0), np.float64(800.0)) == 1.0
 
 
+@pytest.mark.parametrize("p", [1e300, -1e300, 3e31, 1e14, -2.5e13])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_huge_exponents_give_the_derivative_at_equal_arguments(p, dtype):
+    # The ratio form's cap at r = 1 turned f[1, 1] of Power(1e300) into 2e31:
+    # whatever the exponent, f[x, x] is f'(x), here at x = 1 where it is p.
+    if abs(p) > float(np.finfo(dtype).max):
+        pytest.skip("the exponent itself is not representable in float32")
+    one = np.ones(3, dtype=dtype)
+    value = Power(p).divided_difference(one, one)
+    np.testing.assert_array_equal(value, np.full(3, p, dtype=dtype))
+
+
 def test_empty_and_batched_inputs_keep_their_shape_and_dtype():
     for function in (
         Power(0.5),

@@ -140,6 +140,7 @@ def test_cpu_quick_mode_runs_every_section(gpu_check, tmp_path, capsys, one_torc
         "svdpi exact / eigh autograd:",
         "ZCA d=4 / BatchNorm2d:",
         "ZCA d=16 / BatchNorm2d:",
+        "svdpi.torch.spd unchecked / eigh autograd:",
         # The GPU tests of the small suite: two gpu-marked, one on cupy, one example of
         # svdpi.cupy; not the CPU ones.
         "**3 passed, 0 failed, 0 errors, 1 skipped** (4 tests)",
@@ -174,7 +175,7 @@ def test_without_pytorch_the_timing_sections_say_so(gpu_check, tmp_path, monkeyp
     assert set(_status(text).values()) == {"ok"}
     assert "svdpi NumPy fwd+VJP" in text
     assert "torch eigh" not in text
-    assert text.count("Skipped: PyTorch is not installed (stand-in)") == 2  # sqrtm, zca
+    assert text.count("Skipped: PyTorch is not installed (stand-in)") == 3  # sqrtm, zca, spd
 
 
 def test_a_failing_gpu_test_fails_the_check(gpu_check, tmp_path):

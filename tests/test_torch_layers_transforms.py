@@ -156,7 +156,7 @@ def test_projector_map_forward_mode_is_the_transpose_of_its_vjp(method):
     tangent = torch.from_numpy(rng.standard_normal(corr.shape))
     cotangent = torch.from_numpy(rng.standard_normal(corr.shape))
     layer = svdpi.torch.PCADenoising(4, n_components=1, method=method, dtype=F64)
-    projector = svdpi.torch._whitening._Projector(method, layer.num_iters, 1)
+    projector = svdpi.torch._whitening._projector_map(method, layer.num_iters, 1)
 
     def f(c):
         return layer._spectral(c, projector)
@@ -175,7 +175,7 @@ def test_projector_map_forward_mode_is_the_derivative(method):
     rng = np.random.default_rng(10)
     corr = torch.from_numpy(spd_with_spectrum(np.array([3.0, 2.0, 1.0, 0.5]), rng, batch=(2,)))
     tangent = torch.from_numpy(rng.standard_normal(corr.shape))
-    projector = svdpi.torch._whitening._Projector(method, 19, 2)
+    projector = svdpi.torch._whitening._projector_map(method, 19, 2)
 
     def plain(c):
         _, v = torch.linalg.eigh((c + c.mT) / 2)

@@ -1,4 +1,4 @@
-"""svdpi.torch.matrix_power / sqrtm / inv_sqrtm / logm against independent oracles.
+"""svdpi.torch.matrix_power / sqrtm / inv_sqrtm / logm / expm against independent oracles.
 
 Oracles (float64): the matrix function through ``torch.linalg.eigh`` with
 PyTorch's own autograd (the classical gradient, right on separated spectra)
@@ -32,6 +32,7 @@ FUNCTIONS = {
     "power 2": (lambda a, **kw: svdpi.torch.matrix_power(a, 2, **kw), torch.square),
     "power 0.3": (lambda a, **kw: svdpi.torch.matrix_power(a, 0.3, **kw), lambda w: w**0.3),
     "logm": (svdpi.torch.logm, torch.log),
+    "expm": (svdpi.torch.expm, torch.exp),
 }
 
 
@@ -184,13 +185,27 @@ def test_vmap_of_the_exact_gradient_of_a_floored_function():
 
 
 @pytest.mark.filterwarnings(JIT_WARNING)
-def test_second_derivatives_raise():
+@pytest.mark.parametrize("method", ["pi", "taylor", "analytic"])
+def test_second_derivatives_of_the_chain_rule_methods_raise_naming_the_function(method):
     a = _spd(3, 14).requires_grad_(True)
-    (grad,) = torch.autograd.grad(svdpi.torch.sqrtm(a).sum(), a, create_graph=True)
-    with pytest.raises(RuntimeError, match="differentiable once"):
-        grad.sum().backward()
-    with pytest.raises(RuntimeError, match="differentiable once"):
-        torch.func.hessian(lambda m: svdpi.torch.logm(m, method="exact").sum())(a.detach())
+    calls = {
+        "sqrtm": svdpi.torch.sqrtm,
+        "inv_sqrtm": svdpi.torch.inv_sqrtm,
+        "logm": svdpi.torch.logm,
+        "expm": svdpi.torch.expm,
+        "matrix_power": lambda m, **kw: svdpi.torch.matrix_power(m, 2.0, **kw),
+    }
+    for name, fn in calls.items():
+        message = rf"svdpi\.torch\.{name} with method='{method}' is differentiable once"
+        (grad,) = torch.autograd.grad(fn(a, method=method).sum(), a, create_graph=True)
+        with pytest.raises(RuntimeError, match=message):
+            grad.sum().backward()
+        with pytest.raises(RuntimeError, match=message):
+            torch.func.hessian(lambda m, fn=fn: fn(m, method=method).sum())(a.detach())
+        with pytest.raises(RuntimeError, match=message):
+            torch.func.jacfwd(torch.func.jacrev(lambda m, fn=fn: fn(m, method=method).sum()))(
+                a.detach()
+            )
 
 
 def test_compile_fullgraph_in_a_fresh_process():

@@ -1,108 +1,47 @@
-"""Differentiable matrix functions of symmetric PSD matrices: powers, square roots, log.
+"""Differentiable matrix functions of symmetric matrices: powers, square roots, log, exp.
 
-Each is one autograd node (:func:`svdpi.torch._spectral.spectral_map`): the
-forward is the exact eigendecomposition, the backward the core's VJP
-(:func:`svdpi.matrix_power_vjp`, :func:`svdpi.matrix_log_vjp`) with the
-chosen ``method``, forward mode the core's JVP.
+Each is one call of :func:`svdpi.torch.spectral_map` with a built-in
+:class:`svdpi.functions.SpectralFunction` (``Power(p)``, ``Log()``,
+``Exp()``): the exact eigendecomposition forward, the core's derivatives
+backward, in forward mode and, for ``method="exact"`` (the default since
+svdpi 0.3), second derivatives.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
-import array_api_compat.torch as xp_torch
-
-import svdpi
 import torch
-from svdpi.adapter import (
-    MATRIX_FUNCTION_METHODS,
-    check_exponent,
-    check_method,
-    check_num_iters,
-)
+from svdpi.adapter import MATRIX_FUNCTION_METHODS, check_exponent, check_method
+from svdpi.functions import Exp, Log, Power
 
-from ._spectral import SpectralMap, spectral_map
+from ._spectral import apply, make_map
+
+#: One instance per function: the same constant for every call under torch.compile.
+_SQRT = Power(0.5)
+_INV_SQRT = Power(-0.5)
+_LOG = Log()
+_EXP = Exp()
 
 
 def check_matrix_method(method) -> str:
-    """One of ``"pi"``, ``"taylor"``, ``"analytic"``, ``"exact"``."""
+    """One of ``"exact"``, ``"pi"``, ``"taylor"``, ``"analytic"``."""
     return check_method(method, MATRIX_FUNCTION_METHODS)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Power(SpectralMap):
-    p: float
-    method: str
-    num_iters: int
-
-    def value(self, eigenvalues, eigenvectors):
-        return svdpi.matrix_power(eigenvalues, eigenvectors, self.p, xp=xp_torch)
-
-    def vjp(self, eigenvalues, eigenvectors, grad):
-        return svdpi.matrix_power_vjp(
-            eigenvalues,
-            eigenvectors,
-            self.p,
-            grad,
-            method=self.method,
-            num_iters=self.num_iters,
-            xp=xp_torch,
-        )
-
-    def jvp(self, eigenvalues, eigenvectors, tangent_a):
-        return svdpi.matrix_power_jvp(
-            eigenvalues,
-            eigenvectors,
-            self.p,
-            tangent_a,
-            method=self.method,
-            num_iters=self.num_iters,
-            xp=xp_torch,
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class _Log(SpectralMap):
-    method: str
-    num_iters: int
-
-    def value(self, eigenvalues, eigenvectors):
-        return svdpi.matrix_log(eigenvalues, eigenvectors, xp=xp_torch)
-
-    def vjp(self, eigenvalues, eigenvectors, grad):
-        return svdpi.matrix_log_vjp(
-            eigenvalues,
-            eigenvectors,
-            grad,
-            method=self.method,
-            num_iters=self.num_iters,
-            xp=xp_torch,
-        )
-
-    def jvp(self, eigenvalues, eigenvectors, tangent_a):
-        return svdpi.matrix_log_jvp(
-            eigenvalues,
-            eigenvectors,
-            tangent_a,
-            method=self.method,
-            num_iters=self.num_iters,
-            xp=xp_torch,
-        )
+def _call(a, fn, method, num_iters, check_finite, caller):
+    return apply(a, make_map(fn, method, num_iters, caller=caller), check_finite=check_finite)
 
 
 def matrix_power(
     a: torch.Tensor,
     p: float,
     *,
-    method: str = "pi",
+    method: str = "exact",
     num_iters: int = 19,
     check_finite: bool = True,
 ) -> torch.Tensor:
     """Matrix power ``a^p = V diag(λ^p) Vᵀ`` of symmetric PSD matrices, differentiable.
 
-    The forward is the exact eigendecomposition; the backward is
-    :func:`svdpi.matrix_power_vjp` with the given ``method``, forward mode
-    :func:`svdpi.matrix_power_jvp`.
+    :func:`svdpi.torch.spectral_map` of ``svdpi.functions.Power(p)``.
 
     Parameters
     ----------
@@ -111,28 +50,29 @@ def matrix_power(
         Only ``(a + aᵀ) / 2`` is used.
     p : float
         Any real, finite exponent. For ``p < 0`` eigenvalues below the
-        core's floor ``n · eps · max|λ|`` are raised to it (as
-        :func:`svdpi.zca_whitening_matrix` does), so a singular ``a`` gives
-        a large but finite result; for ``p > 0`` negative round-off
-        eigenvalues count as 0.
-    method : {"pi", "taylor", "analytic", "exact"}, default "pi"
+        core's floor ``max(n · eps · max|λ|, smallest normal)`` are raised
+        to it (as :func:`svdpi.zca_whitening_matrix` does), so a singular
+        ``a`` gives a large but finite result; for ``p > 0`` negative
+        round-off eigenvalues count as 0.
+    method : {"exact", "pi", "taylor", "analytic"}, default "exact"
         Gradient rule (the forward is the same for all):
 
+        - ``"exact"``: the Daleckii–Krein derivative of ``a^p`` itself, with
+          divided differences ``(λ_i^p − λ_j^p) / (λ_i − λ_j)`` evaluated
+          without cancellation; finite and independent of the eigenvector
+          basis at repeated eigenvalues, and differentiable once more
+          (double backward, ``torch.func.hessian``). See
+          :func:`svdpi.spectral_map_vjp`.
         - ``"pi"``: the gradient of the paper's power iteration with
           deflation (Wang et al., NeurIPS 2019) through the eigenvectors;
-          finite at repeated eigenvalues, bounded by ``(T + 1) / λ_min``.
-          The default, as everywhere in svdpi: it is the method behind the
-          paper's results. It is *not* the derivative of ``a^p``: on
-          clustered spectra it differs from it by the power-iteration
-          truncation (a few percent on covariance spectra, see
-          ``benchmarks/bench_sqrtm.py``).
+          finite at repeated eigenvalues, but *not* the derivative of
+          ``a^p``: on clustered spectra it differs from it by the
+          power-iteration truncation (``benchmarks/pi_vs_exact.py``).
         - ``"taylor"``: its Taylor-series successor, ``num_iters`` terms.
         - ``"analytic"``: the classical eigendecomposition gradient,
           ``1 / (λ_i − λ_j)``; infinite at equal eigenvalues.
-        - ``"exact"``: the Daleckii–Krein derivative of the matrix function
-          itself, with divided differences ``(λ_i^p − λ_j^p) / (λ_i − λ_j)``;
-          finite and independent of the eigenvector basis at repeated
-          eigenvalues. See :func:`svdpi.matrix_power_vjp`.
+
+        The default was ``"pi"`` before svdpi 0.3 (a breaking change).
     num_iters : int, default 19
         Power-iteration steps (``"pi"``) or highest power kept (``"taylor"``).
     check_finite : bool, default True
@@ -148,9 +88,11 @@ def matrix_power(
     -----
     Reverse mode, forward mode (``torch.func.jvp``, ``jacfwd``,
     ``torch.autograd.forward_ad``), ``torch.func.vmap`` and
-    ``torch.compile(fullgraph=True)`` work as for :func:`svdpi.torch.eig`;
-    second derivatives raise ``RuntimeError``. Batches of zero matrices and
-    ``n = 0`` give empty results, as ``torch.linalg.eigh`` does.
+    ``torch.compile(fullgraph=True)`` work as for
+    :func:`svdpi.torch.spectral_map`; second derivatives with
+    ``method="exact"`` only (the other methods raise ``RuntimeError``).
+    Batches of zero matrices and ``n = 0`` give empty results, as
+    ``torch.linalg.eigh`` does.
 
     Examples
     --------
@@ -159,20 +101,17 @@ def matrix_power(
     >>> a = torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64, requires_grad=True)
     >>> torch.allclose(svdpi.torch.matrix_power(a, 2), a @ a)
     True
-    >>> svdpi.torch.matrix_power(a, -1, method="exact").trace().backward()
+    >>> svdpi.torch.matrix_power(a, -1).trace().backward()
     >>> inverse = torch.linalg.inv(a.detach())
     >>> torch.allclose(a.grad, -inverse @ inverse)  # d tr(a⁻¹) = −tr(a⁻² da)
     True
     """
-    return spectral_map(
-        a,
-        _Power(check_exponent(p), check_matrix_method(method), check_num_iters(num_iters)),
-        check_finite=check_finite,
-    )
+    fn = Power(check_exponent(p))
+    return _call(a, fn, method, num_iters, check_finite, "svdpi.torch.matrix_power")
 
 
 def sqrtm(
-    a: torch.Tensor, *, method: str = "pi", num_iters: int = 19, check_finite: bool = True
+    a: torch.Tensor, *, method: str = "exact", num_iters: int = 19, check_finite: bool = True
 ) -> torch.Tensor:
     """Matrix square root ``a^{1/2}`` of symmetric PSD matrices, differentiable.
 
@@ -183,8 +122,8 @@ def sqrtm(
     ----------
     a : torch.Tensor, shape (..., n, n)
         Symmetric PSD, float32 or float64; only ``(a + aᵀ) / 2`` is used.
-    method : {"pi", "taylor", "analytic", "exact"}, default "pi"
-        Gradient rule, see :func:`matrix_power`.
+    method : {"exact", "pi", "taylor", "analytic"}, default "exact"
+        Gradient rule, see :func:`matrix_power` (``"pi"`` before svdpi 0.3).
     num_iters : int, default 19
         Power-iteration steps (``"pi"``) or highest power kept (``"taylor"``).
     check_finite : bool, default True
@@ -200,31 +139,31 @@ def sqrtm(
     >>> import torch
     >>> import svdpi.torch
     >>> a = torch.diag(torch.tensor([4.0, 1.0, 1.0], dtype=torch.float64)).requires_grad_()
-    >>> root = svdpi.torch.sqrtm(a, method="exact")
+    >>> root = svdpi.torch.sqrtm(a)
     >>> root.diagonal().detach()
     tensor([2., 1., 1.], dtype=torch.float64)
     >>> root.trace().backward()  # d sqrt(λ) / dλ = 1 / (2 sqrt λ), also where λ repeats
     >>> a.grad.diagonal()
     tensor([0.2500, 0.5000, 0.5000], dtype=torch.float64)
     """
-    return matrix_power(a, 0.5, method=method, num_iters=num_iters, check_finite=check_finite)
+    return _call(a, _SQRT, method, num_iters, check_finite, "svdpi.torch.sqrtm")
 
 
 def inv_sqrtm(
-    a: torch.Tensor, *, method: str = "pi", num_iters: int = 19, check_finite: bool = True
+    a: torch.Tensor, *, method: str = "exact", num_iters: int = 19, check_finite: bool = True
 ) -> torch.Tensor:
     """Inverse matrix square root ``a^{-1/2}`` (the ZCA whitening matrix), differentiable.
 
     ``matrix_power(a, -0.5, ...)``; :class:`ZCAWhitening` is the layer built
-    on it.
+    on it (with the paper's ``method="pi"`` as its default).
 
     Parameters
     ----------
     a : torch.Tensor, shape (..., n, n)
         Symmetric positive definite, float32 or float64; only ``(a + aᵀ) / 2``
         is used. Eigenvalues below the core's floor are raised to it.
-    method : {"pi", "taylor", "analytic", "exact"}, default "pi"
-        Gradient rule, see :func:`matrix_power`.
+    method : {"exact", "pi", "taylor", "analytic"}, default "exact"
+        Gradient rule, see :func:`matrix_power` (``"pi"`` before svdpi 0.3).
     num_iters : int, default 19
         Power-iteration steps (``"pi"``) or highest power kept (``"taylor"``).
     check_finite : bool, default True
@@ -244,18 +183,18 @@ def inv_sqrtm(
     tensor([[0.5000, 0.0000],
             [0.0000, 2.0000]], dtype=torch.float64)
     """
-    return matrix_power(a, -0.5, method=method, num_iters=num_iters, check_finite=check_finite)
+    return _call(a, _INV_SQRT, method, num_iters, check_finite, "svdpi.torch.inv_sqrtm")
 
 
 def logm(
-    a: torch.Tensor, *, method: str = "pi", num_iters: int = 19, check_finite: bool = True
+    a: torch.Tensor, *, method: str = "exact", num_iters: int = 19, check_finite: bool = True
 ) -> torch.Tensor:
     """Matrix logarithm ``log a = V diag(log λ) Vᵀ`` of symmetric PD matrices, differentiable.
 
-    The log-Euclidean map of SPD matrices. The backward is
-    :func:`svdpi.matrix_log_vjp`, forward mode :func:`svdpi.matrix_log_jvp`;
-    with ``method="exact"`` their divided differences
-    ``(log λ_i − log λ_j) / (λ_i − λ_j)`` are evaluated without cancellation.
+    The log-Euclidean map of SPD matrices: :func:`svdpi.torch.spectral_map`
+    of ``svdpi.functions.Log()``, whose divided differences
+    ``(log λ_i − log λ_j) / (λ_i − λ_j)`` are evaluated without
+    cancellation.
 
     Parameters
     ----------
@@ -263,8 +202,8 @@ def logm(
         Symmetric positive definite, float32 or float64; only ``(a + aᵀ) / 2``
         is used. Eigenvalues below the core's floor are raised to it, so a
         singular ``a`` gives a large negative but finite result.
-    method : {"pi", "taylor", "analytic", "exact"}, default "pi"
-        Gradient rule, see :func:`matrix_power`.
+    method : {"exact", "pi", "taylor", "analytic"}, default "exact"
+        Gradient rule, see :func:`matrix_power` (``"pi"`` before svdpi 0.3).
     num_iters : int, default 19
         Power-iteration steps (``"pi"``) or highest power kept (``"taylor"``).
     check_finite : bool, default True
@@ -284,6 +223,49 @@ def logm(
     tensor([[0., 0.],
             [0., 1.]], dtype=torch.float64)
     """
-    return spectral_map(
-        a, _Log(check_matrix_method(method), check_num_iters(num_iters)), check_finite=check_finite
-    )
+    return _call(a, _LOG, method, num_iters, check_finite, "svdpi.torch.logm")
+
+
+def expm(
+    a: torch.Tensor, *, method: str = "exact", num_iters: int = 19, check_finite: bool = True
+) -> torch.Tensor:
+    """Matrix exponential ``exp a = V diag(e^λ) Vᵀ`` of symmetric matrices, differentiable.
+
+    :func:`svdpi.torch.spectral_map` of ``svdpi.functions.Exp()``: the
+    inverse of :func:`logm` on SPD matrices (the exponential map of the
+    log-Euclidean metric), for any symmetric ``a``. The forward equals
+    ``torch.linalg.matrix_exp`` of ``(a + aᵀ) / 2``; the exact derivative's
+    divided differences ``(e^λi − e^λj) / (λi − λj)`` are evaluated without
+    cancellation.
+
+    Parameters
+    ----------
+    a : torch.Tensor, shape (..., n, n)
+        Symmetric, float32 or float64; only ``(a + aᵀ) / 2`` is used.
+    method : {"exact", "pi", "taylor", "analytic"}, default "exact"
+        Gradient rule, see :func:`matrix_power`.
+    num_iters : int, default 19
+        Power-iteration steps (``"pi"``) or highest power kept (``"taylor"``).
+    check_finite : bool, default True
+        Raise ``ValueError`` on NaN/inf entries (one host synchronisation).
+
+    Returns
+    -------
+    torch.Tensor, shape (..., n, n)
+        ``exp a``, symmetric positive definite (``inf`` entries where
+        ``e^λ`` overflows).
+
+    Examples
+    --------
+    >>> import torch
+    >>> import svdpi.torch
+    >>> a = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    >>> torch.allclose(svdpi.torch.expm(a), torch.linalg.matrix_exp(a))
+    True
+    >>> torch.allclose(svdpi.torch.logm(svdpi.torch.expm(a)), a)
+    True
+    >>> svdpi.torch.expm(a).trace().backward()  # d tr(exp a) = tr(exp(a) da)
+    >>> torch.allclose(a.grad, torch.linalg.matrix_exp(a.detach()))
+    True
+    """
+    return _call(a, _EXP, method, num_iters, check_finite, "svdpi.torch.expm")

@@ -6,12 +6,12 @@ import contextlib
 import math
 
 import torch
-from svdpi.adapter import check_exponent, check_num_iters
+from svdpi.adapter import check_exponent, check_num_iters, check_real
 from torch import nn
 
 from ._eig import _can_read_values
 from ._matrix_functions import check_matrix_method, matrix_power
-from ._options import check_bool, check_real
+from ._options import check_bool
 
 OUTPUTS = ("triu", "matrix")
 

@@ -1,107 +1,163 @@
-"""Autograd for matrix functions of a symmetric matrix: eigh forward, the core's VJP backward.
+"""One autograd node for every spectral function ``F(a) = V diag(f(λ)) Vᵀ``, ``(λ, V) = eig(a)``.
 
-A *spectral map* is ``a ↦ f(V, λ)`` with ``(λ, V) = eig(a)``: the ZCA
-whitening matrix ``V diag(λ^{-1/2}) Vᵀ``, the PCA projector ``V_k V_kᵀ``, a
-matrix power or logarithm. The core writes each one as a pair (or triple)
-of framework-agnostic functions: the value from the eigenpairs, its
-vector-Jacobian product with respect to ``a`` (and possibly its
-Jacobian-vector product). :func:`spectral_map` turns such a pair into one
-torch autograd node, so that PyTorch computes the derivative with the
-core's formula, the one NumPy, CuPy and JAX users get, rather than by
-differentiating the forward operations (a second formula that would drift
-from the first, e.g. in how an eigenvalue floor is treated).
+:func:`spectral_map` turns a :class:`svdpi.functions.SpectralFunction` into
+one torch autograd node whose derivatives are the core's:
+:func:`svdpi.spectral_map_vjp` backward, :func:`svdpi.spectral_map_jvp` in
+forward mode and, for ``method="exact"``, :func:`svdpi.spectral_map_hvp`
+for second derivatives. PyTorch never differentiates the forward's
+operations, so torch computes the derivative with the formula NumPy, CuPy
+and JAX users get (divided differences without cancellation, the
+eigenvalue floor, the mask), finite and independent of the eigenbasis at
+repeated eigenvalues.
 
-To add a matrix function, subclass :class:`SpectralMap` with a frozen
-dataclass holding its options and define ``value`` and ``vjp`` (and
-``jvp`` for forward mode) by calling the core::
+The nodes, for ``F`` with options ``spec`` (a :class:`_Map`, hashable so
+that ``torch.compile`` treats it as a constant):
 
-    @dataclasses.dataclass(frozen=True)
-    class _Power(SpectralMap):
-        p: float
-        method: str = "pi"
-        num_iters: int = 19
+* :class:`_Forward` (three variants: eager, ``torch.func``, compile):
+  ``a ↦ F(a)``; backward ``ḡ ↦ vjp(ḡ)``, forward mode ``ȧ ↦ jvp(ȧ)``,
+  each through :class:`_Linear`;
+* :class:`_Linear`: ``(a, x) ↦ vjp(a, x)`` (or ``jvp``), linear in ``x``.
+  Its own derivatives, for ``"exact"``: along ``a`` the second derivative
+  ``hvp(x, ·)`` (:class:`_Second`; symmetric in its two arguments, so the
+  VJP of ``ȧ ↦ hvp(x, ȧ)`` is ``hvp(x, ·)`` again), along ``x`` the
+  transposed linear map, another :class:`_Linear`. For the other methods
+  they raise: their gradient is a formula in the eigenpairs whose own
+  derivative svdpi does not define;
+* :class:`_Second`: ``(a, x, y) ↦ hvp(x, y)``, whose derivatives raise
+  (third derivatives are not computed).
 
-        def value(self, eigenvalues, eigenvectors):
-            return svdpi.matrix_power(eigenvalues, eigenvectors, self.p, xp=xp_torch)
-
-        def vjp(self, eigenvalues, eigenvectors, grad):
-            return svdpi.matrix_power_vjp(eigenvalues, eigenvectors, self.p, grad,
-                                          method=self.method, num_iters=self.num_iters,
-                                          xp=xp_torch)
-
-    spectral_map(a, _Power(0.5))
-
-The node keeps what :func:`svdpi.torch.eig` has: ``torch.compile(fullgraph=True)``
-without a graph break, ``torch.func`` ``grad``/``vjp``/``jacrev``/``vmap`` (and
-``jvp``/``jacfwd`` when the map defines ``jvp``), and second derivatives
-that raise instead of being silently wrong.
+Errors name the function the user called (``svdpi.torch.sqrtm``,
+``ZCAWhitening``, ...): ``_Map.caller``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
+import array_api_compat.torch as xp_torch
+
+import svdpi
 import torch
+from svdpi.adapter import (
+    MATRIX_FUNCTION_METHODS,
+    Truncation,
+    check_function,
+    check_method,
+    check_num_iters,
+)
+from svdpi.functions import SpectralFunction
 
 from ._autograd import cached_signature
-from ._eig import _check_matrix, _eigh_descending, _FirstOrderOnly
+from ._eig import _check_matrix, _eigh_descending
 
 
-class SpectralMap:
-    """A function of the eigenpairs of a symmetric matrix with core-written derivatives.
+@dataclasses.dataclass(frozen=True)
+class Leading:
+    """A mask rule: keep the ``n_components`` leading eigenpairs (the PCA projector)."""
 
-    Subclasses are frozen (hashable) dataclasses: ``torch.compile`` treats
-    an instance as a constant of the graph. ``eigenvalues`` come in
-    descending order, ``eigenvectors`` as matching columns, both as
-    :func:`svdpi.eig` returns them; everything must be torch operations
-    (the core's functions with ``xp=array_api_compat.torch``), so that
-    ``torch.func.vmap`` can batch them.
+    n_components: int
+
+    def mask(self, eigenvalues: torch.Tensor, *, xp=None) -> torch.Tensor:
+        n = eigenvalues.shape[-1]
+        keep = torch.arange(n, device=eigenvalues.device) < self.n_components
+        return keep.expand(eigenvalues.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Map:
+    """What one node computes: ``fn`` on the eigenvalues kept by ``rule``, and its derivatives.
+
+    Frozen and hashable (a ``Custom`` function hashes by its callables'
+    identities): ``torch.compile`` treats an instance as a constant of the
+    graph. ``rule`` chooses the kept eigenpairs from the (detached)
+    eigenvalues in every call: no gradient flows through the choice.
+    ``caller`` is the name errors give (the function the user called).
     """
 
-    def value(self, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor) -> torch.Tensor:
-        """The map's value, an array computed from the eigenpairs."""
-        raise NotImplementedError
+    fn: SpectralFunction
+    method: str = "exact"
+    num_iters: int = 19
+    rule: Truncation | Leading | None = None
+    caller: str = "svdpi.torch.spectral_map"
 
-    def vjp(
-        self, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor, grad: torch.Tensor
-    ) -> torch.Tensor:
-        """The gradient with respect to ``a`` of ``<grad, value>``."""
-        raise NotImplementedError
+    def mask(self, eigenvalues):
+        if self.rule is None:
+            return None
+        return self.rule.mask(eigenvalues.detach(), xp=xp_torch)
 
-    def jvp(
-        self, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor, tangent_a: torch.Tensor
-    ) -> torch.Tensor:
-        """The tangent of the value for a tangent ``tangent_a`` of ``a`` (forward mode)."""
-        raise NotImplementedError(
-            f"{type(self).__name__} defines no forward-mode derivative (jvp); use reverse "
-            "mode (backward, torch.func.grad, vjp or jacrev)"
+    def value(self, eigenvalues, eigenvectors):
+        return svdpi.spectral_map(
+            eigenvalues, eigenvectors, self.fn, mask=self.mask(eigenvalues), xp=xp_torch
+        )
+
+    def linear(self, eigenvalues, eigenvectors, x, transpose):
+        """The VJP (``transpose``) or the JVP of the map at ``x``."""
+        derivative = svdpi.spectral_map_vjp if transpose else svdpi.spectral_map_jvp
+        return derivative(
+            eigenvalues,
+            eigenvectors,
+            self.fn,
+            x,
+            mask=self.mask(eigenvalues),
+            method=self.method,
+            num_iters=self.num_iters,
+            xp=xp_torch,
+        )
+
+    def second(self, eigenvalues, eigenvectors, x, y):
+        """``hvp(x, y)``: the second derivative ``d²F[x, y]`` (``"exact"`` only)."""
+        return svdpi.spectral_map_hvp(
+            eigenvalues, eigenvectors, self.fn, x, y, mask=self.mask(eigenvalues), xp=xp_torch
+        )
+
+    def once_only(self) -> RuntimeError:
+        return RuntimeError(
+            f"{self.caller} with method={self.method!r} is differentiable once: "
+            "differentiating its derivative again (double backward, create_graph=True, "
+            "torch.func.hessian, jacfwd(jacrev(...)), jacrev(jacrev(...))) needs "
+            f"method='exact', whose second derivative svdpi computes exactly. The "
+            f"{self.method!r} gradient is a formula in the eigenpairs whose own derivative "
+            "svdpi does not define (autograd through it would be wrong at repeated "
+            "eigenvalues)."
+        )
+
+    def twice_only(self) -> RuntimeError:
+        return RuntimeError(
+            f"{self.caller} (method='exact') is differentiable twice: its first and second "
+            "derivatives are exact, third derivatives are not computed by svdpi"
         )
 
 
-def _save(ctx, spectral, a, eigenvalues, eigenvectors):
-    # ``a`` only links a create_graph backward to the input, so that
-    # differentiating it reaches _FirstOrderOnly and raises.
+# ------------------------------------------------------------------ nodes
+
+
+def _save(ctx, spec, a, eigenvalues, eigenvectors):
+    # ``a`` links the derivative nodes to the input: differentiating them
+    # along ``a`` reaches _Linear's own derivatives (second order).
     ctx.save_for_backward(a, eigenvalues, eigenvectors)
-    ctx.save_for_forward(eigenvalues, eigenvectors)
-    ctx.spectral = spectral
+    ctx.save_for_forward(a, eigenvalues, eigenvectors)
+    ctx.spec = spec
 
 
 def _backward(ctx, grad):
     a, eigenvalues, eigenvectors = ctx.saved_tensors
     if not torch.is_grad_enabled():
-        # A plain backward records no graph: nothing to guard (see svdpi.torch._eig).
-        grad_a = ctx.spectral.vjp(eigenvalues, eigenvectors, grad)
-    else:  # create_graph=True or a torch.func transform: second derivatives must raise
-        grad_a = _SpectralVjp.apply(a, eigenvalues, eigenvectors, grad, ctx.spectral)
+        # A plain backward records no graph: no node needed (its Function
+        # call costs about a tenth of a small forward + backward).
+        grad_a = ctx.spec.linear(eigenvalues, eigenvectors, grad, True)
+    else:  # create_graph=True or a torch.func transform: a node with derivatives
+        grad_a = _Linear.apply(a, eigenvalues, eigenvectors, grad, ctx.spec, True)
     return grad_a, None
 
 
-def _jvp(ctx, tangent_a, _tangent_spectral):
-    eigenvalues, eigenvectors = ctx.saved_tensors
-    return _SpectralJvp.apply(eigenvalues, eigenvectors, tangent_a, ctx.spectral)
+def _jvp(ctx, tangent_a, _tangent_spec):
+    a, eigenvalues, eigenvectors = ctx.saved_tensors
+    return _Linear.apply(a, eigenvalues, eigenvectors, tangent_a, ctx.spec, False)
 
 
 @cached_signature
-class _SpectralReverse(torch.autograd.Function):
-    """Forward: exact eigh, then ``spectral.value``; backward: ``spectral.vjp``.
+class _ForwardReverse(torch.autograd.Function):
+    """Forward: exact eigh, then the function; backward: the core's VJP.
 
     No ``jvp``: dynamo cannot trace a Function that defines one, so this is
     the variant used while ``torch.compile`` traces.
@@ -110,16 +166,17 @@ class _SpectralReverse(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(a, spectral):
+    def forward(a, spec):
         eigenvalues, eigenvectors = _eigh_descending(a)
         # The eigenpairs are outputs (non-differentiable) because a Function
         # with a separate setup_context can only save its inputs and outputs.
-        return spectral.value(eigenvalues, eigenvectors), eigenvalues, eigenvectors
+        return spec.value(eigenvalues, eigenvectors), eigenvalues, eigenvectors
 
     @staticmethod
     def setup_context(ctx, inputs, output):
+        a, spec = inputs
         _, eigenvalues, eigenvectors = output
-        _save(ctx, inputs[1], inputs[0], eigenvalues, eigenvectors)
+        _save(ctx, spec, a, eigenvalues, eigenvectors)
         ctx.mark_non_differentiable(eigenvalues, eigenvectors)
 
     @staticmethod
@@ -127,67 +184,118 @@ class _SpectralReverse(torch.autograd.Function):
         return _backward(ctx, grad)
 
 
-class _Spectral(_SpectralReverse):
-    """:class:`_SpectralReverse` plus forward mode, for ``torch.func.jvp`` / ``jacfwd``."""
+class _Forward(_ForwardReverse):
+    """:class:`_ForwardReverse` plus forward mode, for ``torch.func.jvp`` / ``jacfwd``."""
 
     @staticmethod
-    def jvp(ctx, tangent_a, tangent_spectral):
-        return _jvp(ctx, tangent_a, tangent_spectral), None, None
+    def jvp(ctx, tangent_a, tangent_spec):
+        return _jvp(ctx, tangent_a, tangent_spec), None, None
 
 
-class _SpectralEager(torch.autograd.Function):
+class _ForwardEager(torch.autograd.Function):
     """The same in the combined ``forward(ctx, ...)`` style, cheaper per call in eager mode."""
 
     @staticmethod
-    def forward(ctx, a, spectral):
+    def forward(ctx, a, spec):
         eigenvalues, eigenvectors = _eigh_descending(a)
-        _save(ctx, spectral, a, eigenvalues, eigenvectors)
-        return spectral.value(eigenvalues, eigenvectors)
+        _save(ctx, spec, a, eigenvalues, eigenvectors)
+        return spec.value(eigenvalues, eigenvectors)
 
     backward = staticmethod(_backward)
     jvp = staticmethod(_jvp)
 
 
 @cached_signature
-class _SpectralVjp(_FirstOrderOnly):
+class _Linear(torch.autograd.Function):
+    """``(a, x) ↦ vjp(a, x)`` (``transpose``) or ``jvp(a, x)``: a first derivative, as a node.
+
+    Its derivatives (``"exact"`` only; the other methods raise):
+
+    * backward, cotangent ``h``: along ``a``, ``hvp(x, h)`` (the VJP of
+      ``ȧ ↦ hvp(x, ȧ)``, which is self-adjoint since ``<h, hvp(x, ȧ)>`` is
+      symmetric in ``h``, ``x`` and ``ȧ``); along ``x``, the transposed map
+      at ``h``;
+    * forward mode: ``hvp(x, ȧ) + linear(ẋ)``.
+    """
+
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(_a, eigenvalues, eigenvectors, grad, spectral):
-        return spectral.vjp(eigenvalues, eigenvectors, grad)
+    def forward(a, eigenvalues, eigenvectors, x, spec, transpose):
+        return spec.linear(eigenvalues, eigenvectors, x, transpose)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        a, eigenvalues, eigenvectors, x, spec, transpose = inputs
+        ctx.save_for_backward(a, eigenvalues, eigenvectors, x)
+        ctx.save_for_forward(a, eigenvalues, eigenvectors, x)
+        ctx.spec = spec
+        ctx.transpose = transpose
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, h):
+        spec = ctx.spec
+        if spec.method != "exact":
+            raise spec.once_only()
+        a, eigenvalues, eigenvectors, x = ctx.saved_tensors
+        if h is None:
+            return None, None, None, None, None, None
+        grad_a = grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_a = _Second.apply(a, eigenvalues, eigenvectors, x, h, spec)
+        if ctx.needs_input_grad[3]:
+            grad_x = _Linear.apply(a, eigenvalues, eigenvectors, h, spec, not ctx.transpose)
+        return grad_a, None, None, grad_x, None, None
+
+    @staticmethod
+    def jvp(ctx, tangent_a, _tangent_values, _tangent_vectors, tangent_x, _spec, _transpose):
+        spec = ctx.spec
+        if spec.method != "exact":
+            raise spec.once_only()
+        a, eigenvalues, eigenvectors, x = ctx.saved_tensors
+        result = None
+        if tangent_a is not None:
+            result = _Second.apply(a, eigenvalues, eigenvectors, x, tangent_a, spec)
+        if tangent_x is not None:
+            part = _Linear.apply(a, eigenvalues, eigenvectors, tangent_x, spec, ctx.transpose)
+            result = part if result is None else result + part
+        return torch.zeros_like(x) if result is None else result
 
 
 @cached_signature
-class _SpectralJvp(_FirstOrderOnly):
+class _Second(torch.autograd.Function):
+    """``(a, x, y) ↦ hvp(x, y)``, the second derivative; its own derivatives raise."""
+
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(eigenvalues, eigenvectors, tangent_a, spectral):
-        return spectral.jvp(eigenvalues, eigenvectors, tangent_a)
+    def forward(a, eigenvalues, eigenvectors, x, y, spec):
+        return spec.second(eigenvalues, eigenvectors, x, y)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.spec = inputs[-1]
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise ctx.spec.twice_only()
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        raise ctx.spec.twice_only()
 
 
-def spectral_map(a: torch.Tensor, spectral: SpectralMap, *, check_finite: bool = True):
-    """``spectral.value(*eig(a))`` as one autograd node whose derivatives are the map's own.
-
-    Parameters
-    ----------
-    a : torch.Tensor, shape (..., n, n)
-        Symmetric, float32 or float64; only ``(a + aᵀ) / 2`` is used.
-    spectral : SpectralMap
-        The map, with its options (e.g. ``method``, ``num_iters``).
-    check_finite : bool, default True
-        Raise ``ValueError`` on NaN/inf entries of ``a`` (one host
-        synchronisation; skipped while compiling and under ``torch.func``).
-
-    Returns
-    -------
-    torch.Tensor
-        ``spectral.value(eigenvalues, eigenvectors)``.
-    """
+def apply(a: torch.Tensor, spec: _Map, *, check_finite: bool) -> torch.Tensor:
+    """``F(a)`` for options already checked: the node every public function goes through."""
     _check_matrix(a, check_finite, allow_empty=True)
-    if not isinstance(spectral, SpectralMap):
-        raise TypeError(f"spectral must be a SpectralMap, got {type(spectral).__name__}")
     if a.numel() == 0:
         # n = 0 or an empty batch: every map is (..., n, n) -> (..., n, n), so
-        # the result is empty, as from code built on torch.linalg.eigh. a * 0
-        # keeps it connected to ``a``: backward gives an empty gradient.
-        return a * 0
+        # the result is empty, as from code built on torch.linalg.eigh. a · a · 0
+        # keeps it connected to ``a`` to second order: backward gives an empty
+        # gradient that itself has a graph (create_graph=True, then backward
+        # again, as through eigh).
+        return a * a * 0
     # The variant is chosen as in svdpi.torch.eig, written out in both places:
     # a shared helper returning the Function class made torch.compile
     # (fullgraph=True) fail with an internal dynamo error (PyTorch 2.14).
@@ -196,7 +304,109 @@ def spectral_map(a: torch.Tensor, spectral: SpectralMap, *, check_finite: bool =
             # As in svdpi.torch.eig: compile of a torch.func transform would drop
             # the custom backward; run this call eagerly instead.
             torch._dynamo.graph_break()
-        return _SpectralReverse.apply(a, spectral)[0]
+        return _ForwardReverse.apply(a, spec)[0]
     if torch._C._are_functorch_transforms_active():
-        return _Spectral.apply(a, spectral)[0]
-    return _SpectralEager.apply(a, spectral)
+        return _Forward.apply(a, spec)[0]
+    return _ForwardEager.apply(a, spec)
+
+
+def make_map(fn, method, num_iters, *, rule=None, caller="svdpi.torch.spectral_map") -> _Map:
+    """A checked :class:`_Map`: the options' errors name ``fn``, ``method``, ``num_iters``."""
+    return _Map(
+        check_function(fn),
+        check_method(method, MATRIX_FUNCTION_METHODS),
+        check_num_iters(num_iters),
+        rule,
+        caller,
+    )
+
+
+def spectral_map(
+    a: torch.Tensor,
+    fn: SpectralFunction,
+    *,
+    method: str = "exact",
+    num_iters: int = 19,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """A spectral function of symmetric matrices, ``F(a) = V diag(f(λ)) Vᵀ``, differentiable.
+
+    One autograd node for any :class:`svdpi.functions.SpectralFunction`:
+    the forward is the exact eigendecomposition and
+    :func:`svdpi.spectral_map`; the backward is :func:`svdpi.spectral_map_vjp`,
+    forward mode :func:`svdpi.spectral_map_jvp` and, for ``method="exact"``,
+    second derivatives :func:`svdpi.spectral_map_hvp`.
+
+    Parameters
+    ----------
+    a : torch.Tensor, shape (..., n, n)
+        Symmetric, float32 or float64, any device; only ``(a + aᵀ) / 2`` is
+        used.
+    fn : svdpi.functions.SpectralFunction
+        The function of the eigenvalues: a built-in (``Power(p)``, ``Log()``,
+        ``Exp()``, ``Clamp(minimum)``, ``Softplus()``, ``Abs()``) or a user's
+        (``Custom(f, df, d2f)``, or a subclass). Its ``domain`` clamps the
+        eigenvalues first (see :func:`svdpi.spectral_map`).
+    method : {"exact", "pi", "taylor", "analytic"}, default "exact"
+        Gradient rule, see :func:`svdpi.spectral_map_vjp`. ``"exact"``: the
+        derivative of ``F`` (Daleckii–Krein), finite and independent of the
+        eigenbasis at repeated eigenvalues, and differentiable once more.
+        ``"pi"``, ``"taylor"``, ``"analytic"``: the chain rule through the
+        eigenvectors with the coefficients of :func:`svdpi.eig_vjp` (the
+        paper's layers), first derivatives only.
+    num_iters : int, default 19
+        Power-iteration steps (``"pi"``) or highest power kept (``"taylor"``).
+    check_finite : bool, default True
+        Raise ``ValueError`` on NaN/inf entries of ``a`` (one host
+        synchronisation; skipped while compiling, under ``torch.func`` and
+        on the meta device).
+
+    Returns
+    -------
+    torch.Tensor, shape (..., n, n)
+        ``F(a)``, symmetric.
+
+    Raises
+    ------
+    TypeError
+        If ``fn`` is not a ``SpectralFunction`` or ``a`` is not a floating
+        tensor.
+    ValueError
+        For a non-square or non-finite ``a``, an unknown ``method`` or a bad
+        ``num_iters``.
+    RuntimeError
+        When differentiating a ``"pi"``, ``"taylor"`` or ``"analytic"``
+        gradient again, or an ``"exact"`` one twice more (third derivatives).
+
+    Notes
+    -----
+    Transforms: ``backward`` (also ``create_graph=True``), ``torch.func``'s
+    ``grad``, ``vjp``, ``jacrev``, ``jvp``, ``jacfwd``, ``hessian`` and
+    ``vmap``, ``torch.autograd.forward_ad``. ``torch.compile(fullgraph=True)``
+    traces it without a graph break when ``fn`` is hashable (the built-ins
+    are compared by value, ``Custom`` by its callables), but a compiled
+    function has no forward mode (dynamo cannot trace a Function that
+    defines one; see :func:`svdpi.torch.eig`). Empty batches and ``n = 0``
+    give empty results; meta tensors give shapes.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import svdpi.torch
+    >>> from svdpi.functions import Custom, Exp
+    >>> a = torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64)
+    >>> torch.allclose(svdpi.torch.spectral_map(a, Exp()), torch.linalg.matrix_exp(a))
+    True
+
+    A user's function, with its second derivative for Hessians:
+
+    >>> tanh = Custom(torch.tanh, lambda x: 1 - torch.tanh(x) ** 2,
+    ...               lambda x: -2 * torch.tanh(x) * (1 - torch.tanh(x) ** 2))
+    >>> eye = torch.eye(2, dtype=torch.float64)
+    >>> h = torch.func.hessian(lambda m: svdpi.torch.spectral_map(m, tanh).trace())(eye)
+    >>> h.shape
+    torch.Size([2, 2, 2, 2])
+    >>> float(h[0, 0, 0, 0])  # tanh''(1) on a diagonal entry
+    -0.6397...
+    """
+    return apply(a, make_map(fn, method, num_iters), check_finite=check_finite)

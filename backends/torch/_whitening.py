@@ -7,23 +7,38 @@ import dataclasses
 import inspect
 import math
 
-import array_api_compat.torch as xp_torch
-
-import svdpi
 import torch
 from svdpi.adapter import (
     MATRIX_FUNCTION_METHODS,
+    Truncation,
     check_integer,
     check_method,
     check_num_iters,
-    check_truncation,
+    check_real,
 )
+from svdpi.functions import Power
 from torch import nn
 
 from ._eig import _can_read_values
 from ._kernels import GroupAffine, GroupAffineReverse, GroupMoments, GroupMomentsReverse
-from ._options import check_bool, check_real
-from ._spectral import SpectralMap, spectral_map
+from ._options import check_bool
+from ._spectral import Leading, apply, make_map
+
+#: The whitening matrix is the spectral map of λ^{-1/2} (truncated by the layer's rules).
+_WHITENING = Power(-0.5)
+#: The projector is the spectral map of the constant 1 on the leading eigenpairs.
+_INDICATOR = Power(0.0)
+
+
+def _whitening_map(method, num_iters, truncation, caller="ZCAWhitening"):
+    """The ZCA layer's node: ``λ^{-1/2}`` on the eigenpairs ``truncation`` keeps."""
+    rule = truncation if truncation.truncates else None
+    return make_map(_WHITENING, method, num_iters, rule=rule, caller=caller)
+
+
+def _projector_map(method, num_iters, n_components, caller="PCADenoising"):
+    """The PCA layer's node: the projector on the ``n_components`` leading eigenvectors."""
+    return make_map(_INDICATOR, method, num_iters, rule=Leading(n_components), caller=caller)
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
@@ -47,100 +62,6 @@ def _positive_int(value, name: str) -> int:
 
 class _NonFiniteStatistics(ValueError):
     """The matrix given to the eigensolver is not finite (the layer's forward says why)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class _Whitening(SpectralMap):
-    """The ZCA whitening matrix of a covariance, truncated by the layer's rules."""
-
-    method: str
-    num_iters: int
-    min_eigenvalue: float | None
-    max_energy: float | None
-    energy_rule: str
-
-    def _mask(self, eigenvalues):
-        if self.min_eigenvalue is None and self.max_energy is None:
-            return None
-        # Chosen per step from the eigenvalues: no gradient flows through the choice.
-        return svdpi.truncation_mask(
-            eigenvalues.detach(),
-            min_eigenvalue=self.min_eigenvalue,
-            max_energy=self.max_energy,
-            energy_rule=self.energy_rule,
-            xp=xp_torch,
-        )
-
-    def value(self, eigenvalues, eigenvectors):
-        mask = self._mask(eigenvalues)
-        return svdpi.zca_whitening_matrix(eigenvalues, eigenvectors, mask=mask, xp=xp_torch)
-
-    def vjp(self, eigenvalues, eigenvectors, grad):
-        return svdpi.zca_whitening_matrix_vjp(
-            eigenvalues,
-            eigenvectors,
-            grad,
-            mask=self._mask(eigenvalues),
-            method=self.method,
-            num_iters=self.num_iters,
-            xp=xp_torch,
-        )
-
-    def jvp(self, eigenvalues, eigenvectors, tangent_a):
-        # W = A^{-1/2}: the core's forward mode of matrix_power, transpose of the VJP.
-        return svdpi.matrix_power_jvp(
-            eigenvalues,
-            eigenvectors,
-            -0.5,
-            tangent_a,
-            mask=self._mask(eigenvalues),
-            method=self.method,
-            num_iters=self.num_iters,
-            xp=xp_torch,
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class _Projector(SpectralMap):
-    """The projector on the ``n_components`` leading eigenvectors."""
-
-    method: str
-    num_iters: int
-    n_components: int
-
-    def value(self, eigenvalues, eigenvectors):
-        return svdpi.pca_projector(eigenvectors, n_components=self.n_components, xp=xp_torch)
-
-    def vjp(self, eigenvalues, eigenvectors, grad):
-        return svdpi.pca_projector_vjp(
-            eigenvalues,
-            eigenvectors,
-            grad,
-            n_components=self.n_components,
-            method=self.method,
-            num_iters=self.num_iters,
-            xp=xp_torch,
-        )
-
-    def jvp(self, eigenvalues, eigenvectors, tangent_a):
-        # The transpose of vjp. "exact": V (K ∘ Vᵀ sym(Ȧ) V) Vᵀ with a symmetric
-        # kernel K is self-adjoint, so it is the VJP applied to the tangent.
-        if self.method == "exact":
-            return self.vjp(eigenvalues, eigenvectors, tangent_a)
-        # The others: P = V diag(w) Vᵀ with constant 0/1 weights w, so
-        # Ṗ = V̇ diag(w) Vᵀ + its transpose, V̇ from eig_jvp (the transpose
-        # of the eig_vjp that pca_projector_vjp chains into).
-        _, tangent_vectors = svdpi.eig_jvp(
-            eigenvalues,
-            eigenvectors,
-            tangent_a,
-            method=self.method,
-            num_iters=self.num_iters,
-            xp=xp_torch,
-        )
-        keep = torch.arange(eigenvectors.shape[-1], device=eigenvectors.device) < self.n_components
-        half = (tangent_vectors * keep.to(eigenvectors.dtype)) @ eigenvectors.mT
-        return half + half.mT
 
 
 # Constructor parameters that are not part of a layer's configuration.
@@ -486,7 +407,7 @@ class _GroupedEigenNorm(nn.Module):
                 f"{type(self).__name__}: the batch covariance has NaN or infinite entries"
             )
         eye = torch.eye(self.group_size, dtype=cov.dtype, device=cov.device)
-        return spectral_map(cov + self.eps * eye, spectral, check_finite=False)
+        return apply(cov + self.eps * eye, spectral, check_finite=False)
 
 
 class ZCAWhitening(_GroupedEigenNorm):
@@ -637,18 +558,36 @@ class ZCAWhitening(_GroupedEigenNorm):
         energy_rule: str = "preceding",
         **config,
     ):
-        self.min_eigenvalue = check_real(min_eigenvalue, "min_eigenvalue", allow_none=True)
-        self.max_energy = check_real(
-            max_energy,
-            "max_energy",
-            minimum=0.0,
-            strict_minimum=True,
-            maximum=1.0,
-            allow_none=True,
-        )
-        check_truncation(self.max_energy, energy_rule)
-        self.energy_rule = energy_rule
+        # One value holds and checks the three options (svdpi.Truncation, the
+        # core's): the layer accepts and refuses exactly what the core does.
+        self.truncation = Truncation(min_eigenvalue, max_energy, energy_rule)
         super().__init__(*args, **config)
+
+    # The truncation options, read from and written through ``truncation``
+    # (so that an assignment is checked as the constructor checks it).
+    @property
+    def min_eigenvalue(self) -> float | None:
+        return self.truncation.min_eigenvalue
+
+    @min_eigenvalue.setter
+    def min_eigenvalue(self, value) -> None:
+        self.truncation = dataclasses.replace(self.truncation, min_eigenvalue=value)
+
+    @property
+    def max_energy(self) -> float | None:
+        return self.truncation.max_energy
+
+    @max_energy.setter
+    def max_energy(self, value) -> None:
+        self.truncation = dataclasses.replace(self.truncation, max_energy=value)
+
+    @property
+    def energy_rule(self) -> str:
+        return self.truncation.energy_rule
+
+    @energy_rule.setter
+    def energy_rule(self, value) -> None:
+        self.truncation = dataclasses.replace(self.truncation, energy_rule=value)
 
     def _register_running_buffers(self, g, d, factory):
         if g is None:
@@ -660,8 +599,8 @@ class ZCAWhitening(_GroupedEigenNorm):
         self.running_whitening.copy_(torch.eye(self.group_size).expand_as(self.running_whitening))
 
     def _matrix(self, cov):
-        spectral = _Whitening(
-            self.method, self.num_iters, self.min_eigenvalue, self.max_energy, self.energy_rule
+        spectral = _whitening_map(
+            self.method, self.num_iters, self.truncation, type(self).__name__
         )
         whitening = self._spectral(cov, spectral)
         return whitening, {"running_whitening": whitening.detach()}
@@ -764,7 +703,9 @@ class PCADenoising(_GroupedEigenNorm):
         variance = torch.diagonal(cov, dim1=-2, dim2=-1)
         inv_std = torch.rsqrt(variance + self.eps)
         correlation = cov * inv_std[:, :, None] * inv_std[:, None, :]
-        spectral = _Projector(self.method, self.num_iters, self.n_components)
+        spectral = _projector_map(
+            self.method, self.num_iters, self.n_components, type(self).__name__
+        )
         projector = self._spectral(correlation, spectral)
         stats = {
             "running_var": variance.detach().reshape(-1),

@@ -483,6 +483,10 @@ class Power(SpectralFunction):
                 small = xp.maximum(small, tiny)
             log_r = log_ratio(ratio_minus_one, small, big, xp)
         series = xp.expm1(q * capped(log_r, xp)) / capped(ratio_minus_one, xp)
+        # At r = 1 the capped form gives expm1(−q eps²) / (−eps²), which is q
+        # only while q eps² << 1: exactly q for any exponent (p = 1e300 gave
+        # f[1, 1] = 2e31 in float64; float32 fails from |p| ~ 1e13).
+        series = xp.where(gap == 0, constant(q, series, xp), series)
         if p > 1:
             # p − 1 is exact for p >= 1, and big^(p−1) = max(x^(p−1), y^(p−1)).
             return xp.maximum(x ** (p - 1.0), y ** (p - 1.0)) * series
