@@ -1,13 +1,22 @@
-"""jax.grad through svdpi.jax.eig against jax.grad through jnp.linalg.eigh, side by side.
+"""svdpi.jax against JAX's own eigh, side by side: eig's gradient, sqrtm forward + backward.
 
-Run: ``python benchmarks/bench_eig_jax.py`` (``--quick`` for a smoke run).
-Prints a Markdown table; ``--output FILE`` also writes it to a file.
+Run: ``python benchmarks/bench_eig_jax.py`` (``--quick`` for a smoke run,
+``--only eig`` or ``--only sqrtm`` for one table). Prints Markdown tables;
+``--output FILE`` also writes them to a file.
 
-Both candidates are the same loss, ``<ḡλ, λ> + <ḡV, V>`` over all eigenpairs
-(eigh's ascending output re-sorted to svdpi's descending order), its
-gradient taken with ``jax.grad`` and the whole function ``jax.jit``-compiled;
-each call ends with ``block_until_ready``. Shapes are those of the PyTorch
-table in ``bench_eig.py``; float32 (JAX's default) unless ``--dtype float64``.
+Eigendecomposition: both candidates are the same loss, ``<ḡλ, λ> + <ḡV, V>``
+over all eigenpairs (eigh's ascending output re-sorted to svdpi's descending
+order), its gradient taken with ``jax.grad``. Shapes are those of the
+PyTorch table in ``bench_eig.py``.
+
+Matrix square root: ``jax.value_and_grad`` of ``<Ḡ, √A>``, through
+``svdpi.jax.sqrtm`` (``method="exact"``, the default: one custom_jvp whose
+backward is the core's Daleckii–Krein VJP) and through the textbook
+``V diag(√λ) Vᵀ`` on ``jnp.linalg.eigh``, which JAX differentiates itself.
+Shapes are issue 15's ``(32, 64)`` and ``(8, 256)``.
+
+Every function is ``jax.jit``-compiled and each call ends with
+``block_until_ready``; float32 (JAX's default) unless ``--dtype float64``.
 
 Robust to load spikes on a shared machine: the candidates are timed in
 interleaved rounds (their order alternating from round to round), each
@@ -27,6 +36,7 @@ import time
 from pathlib import Path
 
 SHAPES = [(16, 4), (8, 8), (4, 16), (1, 64), (4, 128), (1, 512)]
+SQRTM_SHAPES = [(32, 64), (8, 256)]
 
 
 def _set_threads(threads: str) -> None:
@@ -74,6 +84,29 @@ def candidates(a, grad_w, grad_v):
     }
 
 
+def sqrtm_candidates(a, grad):
+    """``{name: () -> (value, gradient)}``: forward + backward of ``<Ḡ, √A>``, jitted."""
+    import jax
+    import jax.numpy as jnp
+
+    import svdpi.jax
+
+    def svdpi_loss(m):
+        return jnp.sum(grad * svdpi.jax.sqrtm(m))
+
+    def eigh_loss(m):
+        w, v = jnp.linalg.eigh(m)
+        root = (v * jnp.sqrt(jnp.maximum(w, 0.0))[..., None, :]) @ jnp.swapaxes(v, -1, -2)
+        return jnp.sum(grad * root)
+
+    svdpi_step = jax.jit(jax.value_and_grad(svdpi_loss))
+    eigh_step = jax.jit(jax.value_and_grad(eigh_loss))
+    return {
+        "svdpi": lambda: jax.block_until_ready(svdpi_step(a)),
+        "eigh": lambda: jax.block_until_ready(eigh_step(a)),
+    }
+
+
 def time_interleaved(functions, *, rounds, min_seconds):
     """``{name: [seconds per call, one per round]}``, rounds interleaved, order alternating."""
     repeats = {}
@@ -95,18 +128,22 @@ def time_interleaved(functions, *, rounds, min_seconds):
     return samples
 
 
-def table(shapes, dtype, rounds, min_seconds):
+def table(shapes, dtype, rounds, min_seconds, kind="eig"):
     from _timing import format_time
 
+    header = {
+        "eig": "| batch × n | svdpi.jax.eig grad (median) | jnp.linalg.eigh grad (median) | ",
+        "sqrtm": "| batch × n | svdpi.jax.sqrtm fwd+bwd (median) | eigh-based sqrtm fwd+bwd "
+        "(median) | ",
+    }[kind]
     rows = [
-        "| batch × n | svdpi.jax.eig grad (median) | jnp.linalg.eigh grad (median) | "
-        "svdpi / eigh (median) | svdpi / eigh (min) |",
+        header + "svdpi / eigh (median) | svdpi / eigh (min) |",
         "|---|---|---|---|---|",
     ]
     for batch, n in shapes:
-        samples = time_interleaved(
-            candidates(*_problem(batch, n, dtype)), rounds=rounds, min_seconds=min_seconds
-        )
+        a, grad_w, grad_v = _problem(batch, n, dtype)
+        functions = candidates(a, grad_w, grad_v) if kind == "eig" else sqrtm_candidates(a, grad_v)
+        samples = time_interleaved(functions, rounds=rounds, min_seconds=min_seconds)
         median = {name: statistics.median(values) for name, values in samples.items()}
         least = {name: min(values) for name, values in samples.items()}
         rows.append(
@@ -123,7 +160,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=31)
     parser.add_argument("--min-seconds", type=float, default=0.02, help="per timed batch")
     parser.add_argument("--threads", choices=["1", "all"], default="1")
-    parser.add_argument("--quick", action="store_true", help="two small shapes, few rounds")
+    parser.add_argument("--quick", action="store_true", help="small shapes, few rounds")
+    parser.add_argument("--only", choices=["eig", "sqrtm"], help="one table only")
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     args = parser.parse_args(argv)
     _set_threads(args.threads)
@@ -136,19 +174,29 @@ def main(argv=None):
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     dtype = getattr(jax.numpy, args.dtype)
-    shapes = SHAPES[:2] if args.quick else SHAPES
     rounds = 3 if args.quick else args.rounds
     min_seconds = 0.002 if args.quick else args.min_seconds
     lines = [
         f"Machine: {machine_description()}; jax {jax.__version__} "
         f"({'one XLA thread' if args.threads == '1' else 'all XLA threads'}); "
         f"svdpi {svdpi.__version__}.",
-        "",
-        f"jax.jit(jax.grad(loss)), CPU, {args.dtype}, method='pi', num_iters = 19, all "
-        f"eigenpairs differentiated ({rounds} interleaved rounds):",
-        "",
-        *table(shapes, dtype, rounds, min_seconds),
     ]
+    if args.only in (None, "eig"):
+        lines += [
+            "",
+            f"jax.jit(jax.grad(loss)), CPU, {args.dtype}, method='pi', num_iters = 19, all "
+            f"eigenpairs differentiated ({rounds} interleaved rounds):",
+            "",
+            *table(SHAPES[:2] if args.quick else SHAPES, dtype, rounds, min_seconds),
+        ]
+    if args.only in (None, "sqrtm"):
+        lines += [
+            "",
+            f"jax.jit(jax.value_and_grad(<Ḡ, √A>)), CPU, {args.dtype}, svdpi method='exact' "
+            f"against JAX's derivative of eigh ({rounds} interleaved rounds):",
+            "",
+            *table([(2, 16)] if args.quick else SQRTM_SHAPES, dtype, rounds, min_seconds, "sqrtm"),
+        ]
     text = "\n".join(lines)
     print(text)
     if args.output:

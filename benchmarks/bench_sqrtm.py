@@ -14,7 +14,16 @@ of ``N`` float32 covariances ``C × C`` of ``2C`` Gaussian samples plus
 - ``eigh autograd``: ``V diag(sqrt λ) Vᵀ`` from ``torch.linalg.eigh`` with
   PyTorch's own backward (the classical gradient);
 - ``Newton–Schulz``: iSQRT-COV's coupled iteration, 5 steps, backward
-  through autograd (``benchmarks/_reference_whitening.py``).
+  through autograd (``benchmarks/_reference_whitening.py``);
+- the SPD-learning libraries users pick today, where installed (optional,
+  ``pip install spd_learn==0.2.1 torchspd==0.1.2``; a missing one is left
+  out): ``spd_learn`` (``spd_learn.functional.matrix_sqrt``, eigh forward and
+  a thresholded Loewner-matrix backward) and ``torchspd``
+  (``torchspd.sqrtm``, eigh forward and ``1 / (√λi + √λj)`` backward).
+
+Targets of issue 15 at ``(N, C) = (32, 64)`` and ``(8, 256)``: ``svdpi
+exact`` at most 1.1 times ``eigh autograd``, and no slower than the faster
+of the two peers; each shape's summary line gives both ratios.
 
 Candidates run round-robin (``benchmarks/_timing.py``) so machine noise hits
 them alike; the medians are compared as ratios. Each candidate's error is
@@ -34,7 +43,10 @@ from _timing import format_time, machine_description, time_side_by_side, time_si
 
 import svdpi.torch
 
-SHAPES = [(32, 64), (32, 256), (8, 512)]
+SHAPES = [(32, 64), (8, 256), (32, 256), (8, 512)]
+TARGET_SHAPES = {(32, 64), (8, 256)}
+TARGET_EIGH, TARGET_PEER = 1.1, 1.0
+PEERS = ("spd_learn", "torchspd")
 QUICK_SHAPES = [(8, 16), (4, 32)]
 
 
@@ -52,12 +64,31 @@ def eigh_sqrtm(a: torch.Tensor) -> torch.Tensor:
     return (eigenvectors * eigenvalues.clamp_min(0).sqrt()[..., None, :]) @ eigenvectors.mT
 
 
+def peer_square_roots() -> dict:
+    """The installed peers' square roots (read to learn, called as their users call them)."""
+    peers = {}
+    try:
+        from spd_learn.functional import matrix_sqrt
+
+        peers["spd_learn"] = matrix_sqrt.apply
+    except ImportError:
+        pass
+    try:
+        import torchspd
+
+        peers["torchspd"] = torchspd.sqrtm
+    except ImportError:
+        pass
+    return peers
+
+
 def square_roots() -> dict:
     return {
         "svdpi exact": lambda a: svdpi.torch.sqrtm(a, method="exact"),
         "svdpi pi": lambda a: svdpi.torch.sqrtm(a, method="pi"),
         "eigh autograd": eigh_sqrtm,
         "Newton–Schulz": lambda a: newton_schulz_sqrtm(a, 5),
+        **peer_square_roots(),
     }
 
 
@@ -122,6 +153,7 @@ def main(argv=None) -> int:
     )
     functions = square_roots()
     names = list(functions)
+    summaries: list[str] = []
     where = (
         f"CUDA ({torch.cuda.get_device_name(device)}, CUDA-event timing)"
         if device.type == "cuda"
@@ -132,12 +164,15 @@ def main(argv=None) -> int:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"median of {rounds} round-robin rounds.",
         "",
-        "Time as a ratio to autograd through torch.linalg.eigh and to Newton–Schulz (5 steps); "
+        "Time as a ratio to autograd through torch.linalg.eigh, to the faster of the "
+        "installed peers (spd_learn, torchspd) and to Newton–Schulz (5 steps); "
         "error = worst relative Frobenius error in the batch against float64 eigh "
-        "(value / gradient).",
+        "(value / gradient). Peers installed: "
+        + (", ".join(name for name in PEERS if name in functions) or "none")
+        + ".",
         "",
-        "| N × C | method | time | / eigh | / NS | error A^1/2 | error grad |",
-        "|---|---|---|---|---|---|---|",
+        "| N × C | method | time | / eigh | / peer | / NS | error A^1/2 | error grad |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
     for batch, n in shapes:
@@ -150,18 +185,36 @@ def main(argv=None) -> int:
             )
         else:
             times = time_side_by_side(candidates, rounds=rounds, min_seconds=min_seconds)
+        peer_times = [times[name] for name in PEERS if name in times]
+        best_peer = min(peer_times) if peer_times else None
         for name in names:
+            per_peer = "–" if best_peer is None else f"{times[name] / best_peer:.2f}"
             row = (
                 f"| {batch} × {n} | {name} | {format_time(times[name])} "
-                f"| {times[name] / times['eigh autograd']:.2f} "
+                f"| {times[name] / times['eigh autograd']:.2f} | {per_peer} "
                 f"| {times[name] / times['Newton–Schulz']:.2f} "
                 f"| {errs[name][0]:.1e} | {errs[name][1]:.1e} |"
             )
             lines.append(row)
             print(row, flush=True)
+        if (batch, n) in TARGET_SHAPES or args.quick:
+            summaries.append(summary(batch, n, times, best_peer))
+    lines += ["", *summaries]
+    print("\n".join(["", *summaries]), flush=True)
     if args.output is not None:
         args.output.write_text("\n".join(lines) + "\n")
     return 0
+
+
+def summary(batch: int, n: int, times: dict, best_peer: float | None) -> str:
+    """svdpi exact against its two targets at one shape, as one Markdown list item."""
+    exact = times["svdpi exact"]
+    eigh = exact / times["eigh autograd"]
+    text = f"- {batch} × {n}: svdpi exact / eigh autograd {eigh:.2f} (target ≤ {TARGET_EIGH})"
+    if best_peer is None:
+        return text + "; no peer installed"
+    peer = exact / best_peer
+    return text + f", / faster peer {peer:.2f} (target ≤ {TARGET_PEER})"
 
 
 if __name__ == "__main__":

@@ -37,6 +37,15 @@ with :func:`section`):
 ``sqrtm``
     svdpi.torch.sqrtm forward + backward (``method="exact"`` and ``"pi"``)
     against ``V diag(sqrt λ) Vᵀ`` through torch.linalg.eigh with autograd.
+``spectral``
+    Spectral maps (issue 15): svdpi.torch.spectral_map with ``Power(0.5)``,
+    ``Log()``, ``Exp()``, ``Clamp(0.5)`` and a ``Custom`` tanh, forward +
+    backward and double backward (``create_graph=True``, method
+    ``"exact"``) against the same functions through torch.linalg.eigh with
+    autograd; svdpi.spectral_map + spectral_map_vjp and spectral_map_hvp on
+    CuPy arrays; and, in float64, the largest relative difference of the
+    value, the VJP and the second derivative from the CPU's (PyTorch on
+    CUDA against PyTorch on the CPU, CuPy against NumPy).
 ``zca``
     svdpi.torch.ZCAWhitening vs BatchNorm2d, forward + backward, training
     mode, on the ResNet-18 stem activation (128, 64, 32, 32).
@@ -54,8 +63,9 @@ on NumPy in place of CuPy, PyTorch on the CPU; the tests section then finds
 every GPU test skipped), so the script itself is checked without a GPU; its
 numbers are not GPU numbers.
 
-0.3's GPU surface is not covered yet: see :data:`PENDING_SECTIONS`, the hooks
-where its sections go once their APIs are on main.
+A section for GPU work not covered yet can be announced in
+:data:`PENDING_SECTIONS` (listed at the end of the report) until it is
+written; 0.3's sections are all written.
 """
 
 from __future__ import annotations
@@ -77,6 +87,7 @@ from pathlib import Path
 from typing import Any
 
 import _gpu_tests
+import array_api_compat
 import numpy as np
 from _sections import Report, Section, SectionFailed, run_sections
 from _timing import (
@@ -87,6 +98,7 @@ from _timing import (
 )
 
 import svdpi
+from svdpi import functions
 from svdpi._dispatch import native_paths
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +111,9 @@ SHAPES = [(512, 4), (512, 32), (64, 64), (1, 512)]
 QUICK_SHAPES = [(8, 4), (2, 16)]
 SQRTM_SHAPES = [(32, 64), (8, 256)]
 QUICK_SQRTM_SHAPES = [(4, 8)]
+SPECTRAL_SHAPES = [(32, 64), (8, 256)]  # issue 15's sqrtm shapes
+QUICK_SPECTRAL_SHAPES = [(4, 8)]
+SPECTRAL_CHECK_SHAPE = (4, 16)  # float64, for the device-vs-CPU comparison
 SVD_SHAPES = [(64, 32, 16), (8, 256, 128), (1, 1024, 512)]  # issue 17's
 QUICK_SVD_SHAPES = [(4, 8, 4)]
 SPD_SHAPES = [(64, 16), (128, 32), (256, 64)]  # (batch, n) of issue 16's SPDNet step
@@ -110,22 +125,15 @@ VJP_TARGET_SHAPE, VJP_TARGET_MS = (512, 32), 0.5
 NOT_RUN = "–"
 DEFAULT_TIME_LIMIT = 540.0  # seconds, for the whole run; the device lends 10 minutes a command
 
-# --- 0.3 hooks ------------------------------------------------------------------------------
+# --- hooks ----------------------------------------------------------------------------------
 #
-# Sections for 0.3's GPU surface, to be written once their APIs are on main
-# (they are being built in parallel; nothing here calls them). Each becomes one
-# function decorated with @section(name, title, budget=...), placed in the
-# file where its report position should be, and is removed from this table.
-# Use the helpers the other sections use: _timer(ctx), _table, _ratio_lines,
-# ctx.env.torch / ctx.env.cupy / ctx.env.torch_device, ctx.quick.
-PENDING_SECTIONS = {
-    "spectral": (
-        "spectral maps and their second derivatives (issue 15): svdpi.torch.spectral_map "
-        "with Power(0.5), Log(), Exp(), Clamp, Custom, forward + backward and double backward "
-        "(create_graph=True) on CUDA tensors against autograd through torch.linalg.eigh; "
-        "svdpi.spectral_map / spectral_map_vjp / spectral_map_hvp on CuPy arrays"
-    ),
-}
+# Sections announced before they are written (name -> what they will time),
+# listed at the end of the report. Each becomes one function decorated with
+# @section(name, title, budget=...), placed in the file where its report
+# position should be, and is removed from this table. Use the helpers the
+# other sections use: _timer(ctx), _table, _ratio_lines, ctx.env.torch /
+# ctx.env.cupy / ctx.env.torch_device, ctx.quick. (0.3's are all written.)
+PENDING_SECTIONS: dict[str, str] = {}
 
 
 @dataclass
@@ -674,6 +682,217 @@ def section_sqrtm(ctx: Context) -> list[str]:
     return [*lines, ""]
 
 
+def _namespace_of(x):
+    return array_api_compat.array_namespace(x)
+
+
+# A tanh written against the array API: one Custom serves torch, CuPy and NumPy.
+def _tanh(x):
+    return _namespace_of(x).tanh(x)
+
+
+def _tanh_derivative(x):
+    t = _namespace_of(x).tanh(x)
+    return 1 - t * t
+
+
+def _tanh_second_derivative(x):
+    t = _namespace_of(x).tanh(x)
+    return -2 * t * (1 - t * t)
+
+
+#: The functions of the spectral section (one instance each: a Custom is a new
+#: graph constant per instance, as it hashes by its callables).
+SPECTRAL_FUNCTIONS = {
+    "sqrt": functions.Power(0.5),
+    "log": functions.Log(),
+    "exp": functions.Exp(),
+    "clamp": functions.Clamp(0.5),
+    "custom tanh": functions.Custom(_tanh, _tanh_derivative, _tanh_second_derivative),
+}
+
+
+def _torch_scalar(torch, name: str) -> Callable:
+    """The function of the eigenvalues, with torch operations (for autograd through eigh)."""
+    return {
+        "sqrt": torch.sqrt,
+        "log": torch.log,
+        "exp": torch.exp,
+        "clamp": lambda w: w.clamp_min(0.5),
+        "custom tanh": torch.tanh,
+    }[name]
+
+
+def spectral_candidates(
+    env: Environment, batch: int, n: int, dtype: str, name: str
+) -> dict[str, Callable]:
+    """One function's forward + backward and double backward, svdpi.torch against eigh autograd.
+
+    And, on CuPy (NumPy on the CPU), ``svdpi.eig`` + ``spectral_map`` +
+    ``spectral_map_vjp`` and ``spectral_map_hvp``.
+    """
+    a_np, _, g_np = _problem(batch, n, dtype)
+    g_np = g_np + np.swapaxes(g_np, -1, -2)
+    h_np = np.swapaxes(g_np, -2, -1)[..., ::-1, :].copy()  # another symmetric direction
+    candidates: dict[str, Callable] = {}
+    if env.torch is not None:
+        torch = env.torch
+        torch_adapter = _adapter("torch")
+        fn, scalar = SPECTRAL_FUNCTIONS[name], _torch_scalar(torch, name)
+        a = torch.as_tensor(a_np, device=env.torch_device).requires_grad_()
+        g = torch.as_tensor(g_np, device=env.torch_device)
+        h = torch.as_tensor(h_np + np.swapaxes(h_np, -1, -2), device=env.torch_device)
+
+        def through_eigh(x):
+            w, v = torch.linalg.eigh(x)
+            return (v * scalar(w)[..., None, :]) @ v.mT
+
+        def svdpi_map(x):
+            return torch_adapter.spectral_map(x, fn, check_finite=False)
+
+        def first(function):
+            return lambda: torch.autograd.grad(function(a), a, g)
+
+        def second(function):
+            def run():
+                (grad,) = torch.autograd.grad(function(a), a, g, create_graph=True)
+                return torch.autograd.grad(grad, a, h)
+
+            return run
+
+        candidates["svdpi fwd+bwd"] = first(svdpi_map)
+        candidates["eigh autograd fwd+bwd"] = first(through_eigh)
+        candidates["svdpi double bwd"] = second(svdpi_map)
+        candidates["eigh double bwd"] = second(through_eigh)
+    xp, to_xp = _explicit_namespace(env)
+    if xp is not None:
+        fn = SPECTRAL_FUNCTIONS[name]
+        lib = _explicit_library(env)
+        a_x, g_x, h_x = to_xp(a_np), to_xp(g_np), to_xp(h_np)
+        w, v = svdpi.eig(a_x, check_finite=False)
+
+        def explicit():
+            w_, v_ = svdpi.eig(a_x, check_finite=False)
+            svdpi.spectral_map(w_, v_, fn)
+            return svdpi.spectral_map_vjp(w_, v_, fn, g_x)
+
+        candidates[f"svdpi {lib} fwd+VJP"] = explicit
+        candidates[f"svdpi {lib} hvp"] = lambda: svdpi.spectral_map_hvp(w, v, fn, g_x, h_x)
+    return candidates
+
+
+def _relative(actual, expected) -> float:
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, np.float64)
+    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+    if not np.all(np.isfinite(actual)):
+        return math.inf
+    return float(np.max(np.abs(actual - expected))) / (scale or 1.0)
+
+
+def spectral_agreement(env: Environment, name: str) -> dict[str, float]:
+    """Largest relative difference, float64, of value / VJP / HVP on the device from the CPU's."""
+    batch, n = SPECTRAL_CHECK_SHAPE
+    a_np, _, g_np = _problem(batch, n, "float64", seed=1)
+    g_np = g_np + np.swapaxes(g_np, -1, -2)
+    h_np = np.swapaxes(g_np, -2, -1)[..., ::-1, :].copy()
+    result: dict[str, float] = {}
+    if env.torch is not None:
+        torch = env.torch
+        torch_adapter = _adapter("torch")
+        fn = SPECTRAL_FUNCTIONS[name]
+
+        def outputs(device):
+            a = torch.as_tensor(a_np, device=device).requires_grad_()
+            g, h = (torch.as_tensor(x, device=device) for x in (g_np, h_np))
+            value = torch_adapter.spectral_map(a, fn)
+            (grad,) = torch.autograd.grad(value, a, g, create_graph=True)
+            (hvp,) = torch.autograd.grad(grad, a, h)
+            return [x.detach().cpu().numpy() for x in (value, grad, hvp)]
+
+        device, host = outputs(env.torch_device), outputs("cpu")
+        for part, x, y in zip(("value", "VJP", "HVP"), device, host, strict=True):
+            result[f"torch {part}"] = _relative(x, y)
+    xp, to_xp = _explicit_namespace(env)
+    if xp is not None:
+        fn = SPECTRAL_FUNCTIONS[name]
+
+        def explicit(to_array, to_host):
+            a, g, h = (to_array(x) for x in (a_np, g_np, h_np))
+            w, v = svdpi.eig(a)
+            parts = (
+                svdpi.spectral_map(w, v, fn),
+                svdpi.spectral_map_vjp(w, v, fn, g),
+                svdpi.spectral_map_hvp(w, v, fn, g, h),
+            )
+            return [to_host(x) for x in parts]
+
+        lib = _explicit_library(env)
+        to_host = env.cupy.asnumpy if env.device == "cuda" else np.asarray
+        device = explicit(to_xp, to_host)
+        host = explicit(np.asarray, np.asarray)
+        for part, x, y in zip(("value", "VJP", "HVP"), device, host, strict=True):
+            result[f"{lib} {part}"] = _relative(x, y)
+    return result
+
+
+def _spectral_shapes(ctx: Context) -> list[tuple[int, int]]:
+    return QUICK_SPECTRAL_SHAPES if ctx.quick else SPECTRAL_SHAPES
+
+
+def _plan_spectral(ctx: Context) -> list[str]:
+    names = list(SPECTRAL_FUNCTIONS)
+    candidates = list(spectral_candidates(ctx.env, 1, 2, ctx.dtype, names[0]))
+    shapes = ", ".join(_shape_label(shape) for shape in _spectral_shapes(ctx))
+    return [
+        f"- functions {', '.join(names)} at {shapes}: " + (", ".join(candidates) or "nothing"),
+        f"- float64 agreement with the CPU at {_shape_label(SPECTRAL_CHECK_SHAPE)}",
+    ]
+
+
+@section(
+    "spectral",
+    "Spectral maps: forward + backward, double backward, agreement with the CPU (issue 15)",
+    budget=120,
+    plan=_plan_spectral,
+)
+def section_spectral(ctx: Context) -> list[str]:
+    timer = _timer(ctx)
+    names = list(SPECTRAL_FUNCTIONS)
+    rows = [
+        (
+            f"{_shape_label(shape)} {name}",
+            timer(spectral_candidates(ctx.env, *shape, ctx.dtype, name)),
+        )
+        for shape in _spectral_shapes(ctx)
+        for name in names
+    ]
+    if not any(times for _, times in rows):
+        return [f"Skipped: {'; '.join(ctx.env.skipped.values()) or 'nothing available'}", ""]
+    lines = _table("batch × n function", rows)
+    lines += _ratio_lines(rows, "svdpi fwd+bwd", "eigh autograd fwd+bwd", "svdpi / eigh autograd:")
+    lines += _ratio_lines(
+        rows, "svdpi double bwd", "eigh double bwd", "svdpi / eigh, double backward:"
+    )
+    agreement = [(name, spectral_agreement(ctx.env, name)) for name in names]
+    columns = list(dict.fromkeys(key for _, parts in agreement for key in parts))
+    lines += [
+        "",
+        f"Largest relative difference from the CPU, float64, {_shape_label(SPECTRAL_CHECK_SHAPE)} "
+        "(on the CPU: the CPU against itself):",
+        "",
+        "| function | " + " | ".join(columns) + " |",
+        "|" + " --- |" * (len(columns) + 1),
+    ]
+    for name, parts in agreement:
+        cells = [f"{parts[key]:.1e}" if key in parts else NOT_RUN for key in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    worst = max((value for _, parts in agreement for value in parts.values()), default=0.0)
+    lines += ["", f"- worst: {worst:.1e} (limit 1e-10)", ""]
+    if worst > 1e-10:
+        raise SectionFailed(lines)
+    return lines
+
+
 def _zca_input(ctx: Context) -> tuple[int, ...]:
     return QUICK_ZCA_INPUT if ctx.quick else ZCA_INPUT
 
@@ -861,7 +1080,7 @@ def section_spd(ctx: Context) -> list[str]:
     return [*lines, ""]
 
 
-# Sections for 0.3 (spectral maps) go above this line: see PENDING_SECTIONS.
+# New sections go above this line: see PENDING_SECTIONS.
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -940,13 +1159,14 @@ def main(argv: list[str] | None = None) -> int:
         f"Time limit {args.time_limit:.0f} s. Command: `gpu_check.py {' '.join(arguments)}`",
         "",
     ]
-    footer = [
-        "Not covered yet (0.3's GPU surface; hooks in `benchmarks/gpu_check.py`, "
-        "`PENDING_SECTIONS`):",
-        "",
-        *(f"- {name}: {what}" for name, what in PENDING_SECTIONS.items()),
-        "",
-    ]
+    footer = []
+    if PENDING_SECTIONS:
+        footer = [
+            "Not covered yet (hooks in `benchmarks/gpu_check.py`, `PENDING_SECTIONS`):",
+            "",
+            *(f"- {name}: {what}" for name, what in PENDING_SECTIONS.items()),
+            "",
+        ]
     sections = [SECTIONS[name] for name in names]
     if args.dry_run:
         report = Report(args.out / PLAN_NAME, header, sections, footer)

@@ -107,6 +107,19 @@ def test_native_paths_false_turns_the_hook_off(fake_provider):
     assert len(fake_provider.calls) == 1
 
 
+def test_native_paths_enabled_follows_the_context_manager():
+    # For an adapter's own fast paths outside the registry (svdpi.adapter).
+    from svdpi.adapter import native_paths, native_paths_enabled
+
+    assert native_paths_enabled() is True
+    with native_paths(False):
+        assert native_paths_enabled() is False
+        with native_paths(True):
+            assert native_paths_enabled() is True
+        assert native_paths_enabled() is False
+    assert native_paths_enabled() is True
+
+
 def test_eig_uses_native_eigh_for_a_provided_namespace(registry):
     import array_api_strict as xp
 

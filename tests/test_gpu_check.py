@@ -138,6 +138,9 @@ def test_cpu_quick_mode_runs_every_section(gpu_check, tmp_path, capsys, one_torc
         "The explicit VJP on NumPy arrays.",
         "Skipped: --device cpu",  # the CuPy solvers
         "svdpi exact / eigh autograd:",
+        "| 4 × 8 custom tanh |",  # the spectral maps
+        "4 × 8 exp: svdpi / eigh, double backward:",
+        "| log | 0.0e+00 | 0.0e+00 | 0.0e+00 | 0.0e+00 | 0.0e+00 | 0.0e+00 |",
         "ZCA d=4 / BatchNorm2d:",
         "ZCA d=16 / BatchNorm2d:",
         "svdpi.torch.spd unchecked / eigh autograd:",
@@ -148,9 +151,11 @@ def test_cpu_quick_mode_runs_every_section(gpu_check, tmp_path, capsys, one_torc
         "3 deselected",
     ):
         assert fragment in text, fragment
-    # The 0.3 sections are announced as not covered yet.
+    # Sections announced but not written are listed (none since 0.3's were written).
     for name in gpu_check.gpu_check.PENDING_SECTIONS:
         assert f"\n- {name}: " in text
+    if not gpu_check.gpu_check.PENDING_SECTIONS:
+        assert "Not covered yet" not in text
     assert (out / "gpu_tests.xml").exists()
     assert "3 passed, 1 skipped, 3 deselected" in (out / "gpu_tests.log").read_text()
 
@@ -175,6 +180,8 @@ def test_without_pytorch_the_timing_sections_say_so(gpu_check, tmp_path, monkeyp
     assert set(_status(text).values()) == {"ok"}
     assert "svdpi NumPy fwd+VJP" in text
     assert "torch eigh" not in text
+    assert "svdpi NumPy hvp" in text  # the spectral section, without its torch columns
+    assert "svdpi double bwd" not in text
     assert text.count("Skipped: PyTorch is not installed (stand-in)") == 3  # sqrtm, zca, spd
 
 

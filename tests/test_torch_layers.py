@@ -746,8 +746,11 @@ BAD_OPTIONS = [
     ("method", None, ValueError),
     ("num_iters", 1.5, TypeError),
     ("num_iters", 0, ValueError),
+    ("momentum", 10**400, ValueError),  # beyond the float range: a raw OverflowError in 0.2
 ]
 ZCA_ONLY_BAD_OPTIONS = [
+    ("min_eigenvalue", 10**400, ValueError),
+    ("min_eigenvalue", -(10**400), ValueError),
     ("min_eigenvalue", "1e-3", TypeError),
     ("min_eigenvalue", True, TypeError),
     ("min_eigenvalue", NAN, ValueError),
@@ -776,6 +779,21 @@ def test_bad_options_raise_naming_the_option(kind, option, value, error):
     cls, required = LAYER_CLASSES[kind]
     with pytest.raises(error, match=option):
         cls(8, **required, **{option: value})
+
+
+@pytest.mark.parametrize("kind", ["zca", "sync-zca"])
+def test_truncation_options_are_one_checked_value(kind):
+    layer = LAYER_CLASSES[kind][0](8, min_eigenvalue=1e-3, max_energy=0.9)
+    assert layer.truncation == svdpi.Truncation(1e-3, 0.9, "preceding")
+    # Assignments are checked as the constructor checks them, and reach the mask.
+    with pytest.raises(ValueError, match="max_energy"):
+        layer.max_energy = 1.5
+    with pytest.raises(ValueError, match="energy_rule"):
+        layer.energy_rule = "paper"
+    layer.energy_rule = "inclusive"
+    layer.min_eigenvalue = None
+    assert layer.truncation == svdpi.Truncation(None, 0.9, "inclusive")
+    assert "energy_rule='inclusive'" in repr(layer)
 
 
 @pytest.mark.parametrize("kind", ["pca", "sync-pca"])

@@ -173,3 +173,55 @@ def test_all_finite(dtype):
         b = a.clone()
         b[1, 2, 1] = bad
         assert not _native.all_finite(b)
+
+
+@pytest.mark.parametrize("method", ["pi", "taylor", "analytic"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_whole_eig_vjp_bitwise_equal_to_the_cores(method, dtype):
+    # svdpi.torch.eig's backward takes _native.eig_vjp (normalisation, product,
+    # sandwich in direct torch operations): the core's eig_vjp, native paths
+    # on or off, bit for bit.
+    generator = torch.Generator().manual_seed(1)
+    for kind, n, num_iters, with_values in itertools.product(
+        SPECTRA, [1, 2, 7], [1, 19, 2**24], [True, False]
+    ):
+        w = _eigenvalues(kind, n, dtype, generator)
+        q = torch.linalg.qr(torch.randn(3, n, n, generator=generator, dtype=torch.float64))[0]
+        v = q.to(dtype)
+        gw = torch.randn(3, n, generator=generator, dtype=torch.float64).to(dtype)
+        gv = torch.randn(3, n, n, generator=generator, dtype=torch.float64).to(dtype)
+        gw = gw if with_values else None
+        got = _native.eig_vjp(w, v, gw, gv, method, num_iters)
+        for enabled in (True, False):
+            with _dispatch.native_paths(enabled):
+                expected = svdpi.eig_vjp(
+                    w, v, gw, gv, method=method, num_iters=num_iters, xp=xp_torch
+                )
+            torch.testing.assert_close(
+                got, expected, rtol=0, atol=0, equal_nan=True, msg=f"{kind}, n={n}"
+            )
+
+
+def test_the_whole_eig_vjp_declines_and_backward_uses_it(monkeypatch):
+    a = torch.from_numpy(random_spd(4, np.random.default_rng(2), batch=(2,)))
+    w, v = svdpi.torch.eig(a)
+    gv = torch.randn(v.shape, dtype=v.dtype, generator=torch.Generator().manual_seed(3))
+    assert _native.eig_vjp(w[:, :0], v[:, :0, :0], None, gv[:, :0, :0], "pi", 19) is None
+    with _dispatch.native_paths(False):
+        assert _native.eig_vjp(w, v, None, gv, "pi", 19) is None
+    with torch.enable_grad():
+        assert _native.eig_vjp(w, v, None, gv.clone().requires_grad_(True), "pi", 19) is None
+    calls = []
+    original = _native.eig_vjp
+
+    def counting(*args):
+        result = original(*args)
+        calls.append(result is not None)
+        return result
+
+    monkeypatch.setattr(_native, "eig_vjp", counting)
+    x = a.clone().requires_grad_(True)
+    svdpi.torch.eig(x).eigenvectors.backward(gv)
+    assert calls == [True]
+    expected = svdpi.eig_vjp(w, v, None, gv)
+    torch.testing.assert_close(x.grad, expected, rtol=0, atol=0)

@@ -129,6 +129,31 @@ def test_finite_gradient_with_duplicated_channels(method):
         assert float((grad * direction).sum()) == pytest.approx(float(fd), rel=1e-6)
 
 
+def test_the_default_method_is_exact():
+    # Since 0.3 the pooling's gradient is the derivative of Σ^p (0.2: "pi"),
+    # which differs from "pi" where eigenvalue ratios are near 1 (here
+    # 0.95: 19 power-iteration steps leave 0.95^19 ≈ 0.38 of the error).
+    generator = torch.Generator().manual_seed(9)
+    positions = torch.linalg.qr(torch.randn(16, 5, dtype=torch.float64, generator=generator))[0]
+    positions = positions[:, 1:] - positions[:, 1:].mean(dim=0)  # centred columns
+    q = torch.linalg.qr(positions)[0]  # orthonormal, orthogonal to the constant
+    rotation = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64, generator=generator))[0]
+    spectrum = torch.tensor([1.0, 0.95, 0.9, 0.85], dtype=torch.float64)
+    x = (rotation * spectrum.sqrt()) @ q.T * 4.0  # covariance R diag(spectrum) Rᵀ
+    x = x.reshape(1, 4, 4, 4)
+    g = torch.randn(1, 10, dtype=torch.float64, generator=generator)
+    gradients = {}
+    for method in (None, "exact", "pi"):
+        options = {} if method is None else {"method": method}
+        pool = svdpi.torch.CovariancePooling(**options)
+        xg = x.clone().requires_grad_(True)
+        (gradients[method],) = torch.autograd.grad(pool(xg), xg, g)
+    assert svdpi.torch.CovariancePooling().method == "exact"
+    assert torch.equal(gradients[None], gradients["exact"])
+    difference = (gradients["pi"] - gradients[None]).norm() / gradients[None].norm()
+    assert difference > 0.1, float(difference)  # measured 0.18
+
+
 def test_empty_batch():
     x = torch.zeros(0, 5, 4, 4, requires_grad=True)
     out = svdpi.torch.CovariancePooling()(x)
@@ -212,6 +237,7 @@ NAN, INF = float("nan"), float("inf")
         ("eps", torch.tensor(1e-5), TypeError),
         ("eps", NAN, ValueError),
         ("eps", INF, ValueError),
+        ("eps", 10**400, ValueError),  # beyond the float range: a raw OverflowError in 0.2
         ("normalize_trace", "yes", TypeError),
         ("normalize_trace", 1, TypeError),
         ("normalize_trace", None, TypeError),

@@ -9,13 +9,18 @@ import jax
 import jax.numpy as jnp
 from svdpi.adapter import (
     MATRIX_FUNCTION_METHODS,
+    Truncation,
     check_integer,
     check_method,
     check_num_iters,
-    check_truncation,
+    check_real,
+    grouped_covariance,
 )
+from svdpi.functions import Power
 
-from ._matrix_functions import _matrix_function, _Spec
+from ._spectral import Spec, eigenpairs_and_mask, value
+
+_WHITENING = Power(-0.5)
 
 
 class WhiteningStats(NamedTuple):
@@ -86,6 +91,15 @@ def zca_whitening(
     their own dtype, as in the PyTorch layer. NaN in ``x`` propagates to
     ``y`` (there is no host-side check under ``jit``).
 
+    Each group is whitened in units of a power of two ``2^e`` near its
+    largest ``|x|``: the covariance of ``x / 2^e`` plus ``eps / 4^e``, whose
+    whitening matrix applied to ``x̃ / 2^e`` is ``y`` exactly (dividing by a
+    power of two is exact). The result is that of the plain formula, and it
+    stays finite where the plain covariance would overflow or underflow
+    (float32 activations of ``1e20`` or ``1e-25``); ``min_eigenvalue`` and
+    the statistics are on the true scale. The statistics are the core's
+    :func:`svdpi.adapter.grouped_covariance`, differentiated by JAX.
+
     Examples
     --------
     >>> import jax
@@ -107,28 +121,45 @@ def zca_whitening(
         raise ValueError(
             f"x must hold more than one sample per channel, got shape {tuple(x.shape)}"
         )
-    eps = float(eps)
-    if not 0.0 <= eps < math.inf:
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-    check_truncation(max_energy, energy_rule)
+    eps = check_real(eps, "eps", minimum=0.0)
+    truncation = Truncation(min_eigenvalue, max_energy, energy_rule)
     method = check_method(method, MATRIX_FUNCTION_METHODS)
     num_iters = check_num_iters(num_iters)
     compute = _compute_dtype(x)
-    samples = x.astype(compute).reshape(positions, num_groups, group_size)
-    mean = jnp.mean(samples, axis=0)
-    centred = samples - mean
-    cov = jnp.einsum("mgi,mgj->gij", centred, centred) / positions
-    cov = cov + eps * jnp.eye(group_size, dtype=compute)
-    truncation = None
-    if min_eigenvalue is not None or max_energy is not None:
-        truncation = (min_eigenvalue, max_energy, energy_rule)
-    spec = _Spec("power", -0.5, method, num_iters, truncation=truncation)
-    # One eigendecomposition: the truncation mask is chosen inside, from its eigenvalues.
-    whitening = _matrix_function(cov, None, spec)
-    y = jnp.einsum("gij,mgj->mgi", whitening, centred).reshape(x.shape).astype(x.dtype)
-    stats = WhiteningStats(
-        jax.lax.stop_gradient(mean.reshape(-1)), jax.lax.stop_gradient(whitening)
+    samples = x.astype(compute)
+    # Each group is whitened in units of a power of two 2^e near its largest
+    # |x| (see _exponents): the whitened output is the same, bit for bit
+    # where nothing over- or underflows, and no statistic overflows where x
+    # is finite (a float32 activation of 1e20 squares to inf).
+    exponent = _exponents(samples, (positions, num_groups, group_size), eps)
+    # The core's grouped statistics (channels last; every other axis a sample
+    # axis), differentiated by JAX itself: its operations are JAX's, so
+    # forward mode, second derivatives and vmap come with them (the core's
+    # grouped_covariance_vjp, equal to it, is the reference of the tests).
+    moments = grouped_covariance(
+        _in_units(samples, jnp.repeat(exponent, group_size)),
+        num_groups=num_groups,
+        channel_axis=-1,
+        xp=jnp,
     )
+    # eps / 4^e from eps's own mantissa and exponent: eps need not be a float32 itself.
+    eps_mantissa, eps_exponent = math.frexp(eps)
+    eps_in_units = jnp.ldexp(
+        jnp.full(num_groups, eps_mantissa, dtype=compute), eps_exponent - 2 * exponent
+    )
+    cov = moments.covariance + eps_in_units[:, None, None] * jnp.eye(group_size, dtype=compute)
+    spec = Spec(_WHITENING, method, num_iters, "svdpi.jax.zca_whitening")
+    # One eigendecomposition; the truncation mask is chosen from its eigenvalues.
+    eigenvalues, eigenvectors, _ = eigenpairs_and_mask(cov, None, spec)
+    mask = _truncation_mask(truncation, eigenvalues, exponent)
+    whitening = value(cov, eigenvalues, eigenvectors, mask, spec)  # in units: W·2^e
+    grouped = moments.centred.reshape(*x.shape[:-1], num_groups, group_size)
+    # W x̃ = (W·2^e)(x̃ / 2^e): the units cancel.
+    y = jnp.einsum("gij,...gj->...gi", whitening, grouped).reshape(x.shape).astype(x.dtype)
+    # The statistics on the true scale (ldexp: inf only where the true value overflows).
+    mean = jnp.ldexp(jax.lax.stop_gradient(moments.mean), exponent[:, None])
+    whitening = jnp.ldexp(jax.lax.stop_gradient(whitening), -exponent[:, None, None])
+    stats = WhiteningStats(mean.reshape(-1), whitening)
     return y, stats
 
 
@@ -166,7 +197,7 @@ def whiten(x: Any, stats: WhiteningStats) -> Any:
     (5, 4)
     """
     x = jnp.asarray(x)
-    mean, whitening = stats
+    mean, whitening = _check_stats(stats)
     if whitening.ndim != 3 or whitening.shape[-1] != whitening.shape[-2]:
         raise ValueError(
             f"stats.whitening must have shape (num_groups, d, d), got {whitening.shape}"
@@ -186,6 +217,26 @@ def whiten(x: Any, stats: WhiteningStats) -> Any:
     return y.reshape(x.shape).astype(x.dtype)
 
 
+def _check_stats(stats: Any) -> tuple[Any, Any]:
+    """``(mean, whitening)`` as floating JAX arrays, or an error that names ``stats``."""
+    try:
+        mean, whitening = stats
+    except (TypeError, ValueError):
+        raise TypeError(
+            "stats must be a WhiteningStats (mean, whitening), as zca_whitening returns, "
+            f"got {type(stats).__name__}"
+        ) from None
+    arrays = []
+    for name, array in (("mean", mean), ("whitening", whitening)):
+        if not hasattr(array, "dtype") or not jnp.issubdtype(array.dtype, jnp.floating):
+            raise TypeError(
+                f"stats.{name} must be a floating array, got "
+                f"{getattr(array, 'dtype', type(array).__name__)}"
+            )
+        arrays.append(jnp.asarray(array))
+    return arrays[0], arrays[1]
+
+
 def _check_groups(x: Any, num_groups: Any) -> tuple[int, int]:
     if x.ndim < 2:
         raise ValueError(
@@ -200,6 +251,50 @@ def _check_groups(x: Any, num_groups: Any) -> tuple[int, int]:
             f"the number of channels ({channels}) must be divisible by num_groups ({num_groups})"
         )
     return num_groups, channels // num_groups
+
+
+def _exponents(samples: Any, groups: tuple[int, int, int], eps: float) -> Any:
+    """Per group, the exponent ``e`` of the power of two its data is divided by.
+
+    ``e`` is that of the group's largest ``|x|`` (``frexp``: ``|x| / 2^e <
+    1``), so that its covariance in units is at most 1; but at least
+    ``log2(eps) / 2``, so that ``eps / 4^e`` stays at most 1 (for data far
+    below ``√eps``, ``eps`` dominates the covariance, as it does unscaled).
+    No gradient flows through the choice: dividing by a constant power of
+    two is exact.
+    """
+    magnitude = jnp.abs(jax.lax.stop_gradient(samples)).reshape(groups)  # (M, G, d)
+    peak = jnp.max(magnitude, axis=(0, 2), initial=0.0)  # initial: groups of 0 channels
+    _, exponent = jnp.frexp(peak)  # 0 for 0, inf and NaN: no scaling
+    if eps > 0:
+        exponent = jnp.maximum(exponent, math.ceil(math.log2(eps) / 2))
+    return exponent
+
+
+def _in_units(x: Any, exponent: Any) -> Any:
+    """``x / 2^exponent`` (per channel, the last axis), differentiable and exact.
+
+    A product with two constant powers of two, each a normal number
+    (``2^±128``, the range of float32's exponents, is not one).
+    """
+    half = exponent // 2
+    one = jnp.ones(exponent.shape, dtype=x.dtype)
+    return x * jnp.ldexp(one, -half) * jnp.ldexp(one, half - exponent)
+
+
+def _truncation_mask(truncation: Truncation, eigenvalues: Any, exponent: Any) -> Any:
+    """The truncation's mask for eigenvalues ``λ / 4^e`` of the groups in units (or None)."""
+    if not truncation.truncates:
+        return None
+    # The energy rule compares ratios, which the units do not change.
+    mask = Truncation(None, truncation.max_energy, truncation.energy_rule).mask(
+        eigenvalues, xp=jnp
+    )
+    if truncation.min_eigenvalue is not None:
+        # λ > min_eigenvalue on the true scale (ldexp: inf where λ overflows it).
+        true_scale = jnp.ldexp(eigenvalues, 2 * exponent[:, None])
+        mask = mask & (true_scale > truncation.min_eigenvalue)
+    return mask
 
 
 def _compute_dtype(x: Any) -> Any:

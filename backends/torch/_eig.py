@@ -15,6 +15,7 @@ from svdpi.adapter import (
     vjp_from_projected,
 )
 
+from . import _native
 from ._autograd import cached_signature
 
 
@@ -23,9 +24,12 @@ def _eigh_descending(a):
     # out: the core's namespace lookup goes through array-api-compat's
     # lru_cache-wrapped helpers, which dynamo warns about while compiling.
     # The finiteness check happens in svdpi.torch.eig, outside the Function.
-    # In place on the fresh sum (Function.forward records no graph): one n × n
+    # -(a + aᵀ)/2 as the core forms it, (a − aᵀ)/2 − a: a + aᵀ overflows for
+    # entries above half the dtype's maximum, which eigh handles, while
+    # a − aᵀ is 0 for a symmetric input (the same bits as −a then). In place
+    # on the fresh difference (Function.forward records no graph): one n × n
     # temporary fewer.
-    negated_eigenvalues, eigenvectors = torch.linalg.eigh(torch.add(a, a.mT).mul_(-0.5))
+    negated_eigenvalues, eigenvectors = torch.linalg.eigh(torch.sub(a, a.mT).mul_(0.5).sub_(a))
     return -negated_eigenvalues, eigenvectors
 
 
@@ -44,8 +48,13 @@ def _backward(ctx, grad_eigenvalues, grad_eigenvectors):
     if not torch.is_grad_enabled():
         # A plain backward records no graph, so there is no second derivative
         # to guard against: skip _EigVjp's own Function call (about a tenth of
-        # a small eig's forward+backward on the CPU).
-        grad_a = _EigVjp.forward(*args, ctx.method, ctx.num_iters)
+        # a small eig's forward+backward on the CPU), and compute the VJP as
+        # direct torch operations where they apply (svdpi.torch._native).
+        grad_a = None
+        if grad_eigenvectors is not None:
+            grad_a = _native.eig_vjp(*args, ctx.method, ctx.num_iters)
+        if grad_a is None:
+            grad_a = _EigVjp.forward(*args, ctx.method, ctx.num_iters)
     else:  # create_graph=True or a torch.func transform: keep the guard
         grad_a = _EigVjp.apply(*args, ctx.method, ctx.num_iters)
     return grad_a, None, None
@@ -106,37 +115,48 @@ class _EigEager(torch.autograd.Function):
     jvp = staticmethod(_jvp)
 
 
-_NO_SECOND_ORDER = (
-    "svdpi.torch.eig is differentiable once: differentiating its derivative again "
-    "(double backward, create_graph=True, torch.func.hessian, jacfwd(jacrev(...))) is "
-    "not supported. The power-iteration gradient is a truncated series in the eigenvalue "
-    "ratios whose own derivative svdpi does not define, and autograd through the formula "
-    "would be wrong at repeated eigenvalues."
-)
+def _no_second_order(caller: str) -> str:
+    return (
+        f"{caller} is differentiable once: differentiating its derivative again "
+        "(double backward, create_graph=True, torch.func.hessian, jacfwd(jacrev(...))) is "
+        "not supported. The power-iteration gradient is a truncated series in the eigenvalue "
+        "ratios whose own derivative svdpi does not define, and autograd through the formula "
+        "would be wrong at repeated eigenvalues."
+    )
 
 
-class _FirstOrderOnly(torch.autograd.Function):
-    """A derivative of ``eig`` as a Function whose own derivatives raise.
+def first_order_only(caller: str) -> type[torch.autograd.Function]:
+    """A base class for a derivative node whose own derivatives raise, naming ``caller``.
 
     Without it autograd (or forward-mode AD) would differentiate the torch
     operations of ``eig_vjp`` / ``eig_jvp`` and silently return a wrong second
     derivative at equal eigenvalues (the ``where`` that handles the ratio-1
-    lanes of the geometric series has a zero derivative there).
+    lanes of the geometric series has a zero derivative there). ``caller``
+    is the function the user called, which the error names.
     """
+    message = _no_second_order(caller)
 
-    generate_vmap_rule = True
+    class FirstOrderOnly(torch.autograd.Function):
+        generate_vmap_rule = True
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            pass
 
-    @staticmethod
-    def backward(ctx, *grads):
-        raise RuntimeError(_NO_SECOND_ORDER)
+        @staticmethod
+        def backward(ctx, *grads):
+            raise RuntimeError(message)
 
-    @staticmethod
-    def jvp(ctx, *tangents):
-        raise RuntimeError(_NO_SECOND_ORDER)
+        @staticmethod
+        def jvp(ctx, *tangents):
+            raise RuntimeError(message)
+
+    return FirstOrderOnly
+
+
+#: The derivative nodes of :func:`eig` (the SVD's use it too; they may pass
+#: their own name to :func:`first_order_only`).
+_FirstOrderOnly = first_order_only("svdpi.torch.eig")
 
 
 @cached_signature

@@ -11,7 +11,16 @@ statistics and the product in as few passes as the maths allows:
 - :class:`GroupMoments`: mean, centred input and covariance (two reductions
   and one subtraction); backward ``g_x = g_x̃ + (g_μ − Σ g_x̃)/M + S x̃``
   with ``S = (G_Σ + G_Σᵀ)/M``: an addition and a batched product, both
-  accumulated in place into the incoming gradient.
+  accumulated in place into the incoming gradient. It is the torch fast
+  path of the core's :func:`svdpi.adapter.grouped_covariance` and
+  :func:`svdpi.adapter.grouped_covariance_vjp` (the formula, stated once
+  there; ``tests/test_torch_kernels.py`` holds this kernel to it), kept
+  because it is faster: forward + backward of the statistics, float32, one
+  CPU thread, 2.4 against 7.2 ms at ``(N, C, L) = (128, 64, 64)`` with 8
+  groups and 1.7 against 7.7 ms at ``(32, 64, 256)`` with 16 (the core
+  permutes the activations to ``(G, d, N·L)``, a copy each way, and autograd
+  accumulates out of place), and because the synchronised layers all-reduce
+  between its steps. (On tiny inputs, ``(64, 16, 4)``, the two are equal.)
 - :class:`GroupAffine`: ``y = A x̃ + b`` as one batched ``baddbmm``;
   backward ``g_x̃ = Aᵀ g_y``, ``g_A = Σ g_y x̃ᵀ``, ``g_b = Σ g_y``.
 

@@ -134,6 +134,13 @@ def sqrtm(
     torch.Tensor, shape (..., n, n)
         The symmetric PSD square root.
 
+    Notes
+    -----
+    At a singular ``a`` (an eigenvalue 0) the square root has no derivative
+    (``√λ`` has an infinite slope at 0), and the gradient comes out NaN, as
+    through ``torch.linalg.eigh``; add ``eps · I`` first, as covariance
+    pooling does.
+
     Examples
     --------
     >>> import torch
@@ -252,8 +259,12 @@ def expm(
     Returns
     -------
     torch.Tensor, shape (..., n, n)
-        ``exp a``, symmetric positive definite (``inf`` entries where
-        ``e^λ`` overflows).
+        ``exp a``, symmetric positive definite. Where ``e^λ`` overflows
+        (``λ`` above about 88 in float32, 709 in float64) the result is not
+        finite: ``inf`` on the diagonal, but NaN off it where overflowing
+        terms of opposite sign meet, where ``torch.linalg.matrix_exp`` gives
+        ``inf`` (svdpi's spectral maps sum overflowing terms apart for powers
+        only); keep the eigenvalues in range, e.g. by working in float64.
 
     Examples
     --------

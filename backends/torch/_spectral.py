@@ -49,6 +49,8 @@ from svdpi.functions import SpectralFunction
 
 from ._autograd import cached_signature
 from ._eig import _check_matrix, _eigh_descending
+from ._native_spectral import exact_vjp
+from ._native_spectral import value as native_value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +88,10 @@ class _Map:
         return self.rule.mask(eigenvalues.detach(), xp=xp_torch)
 
     def value(self, eigenvalues, eigenvectors):
+        if self.rule is None:  # the direct torch operations, where they apply
+            result = native_value(self.fn, eigenvalues, eigenvectors)
+            if result is not None:
+                return result
         return svdpi.spectral_map(
             eigenvalues, eigenvectors, self.fn, mask=self.mask(eigenvalues), xp=xp_torch
         )
@@ -103,6 +109,14 @@ class _Map:
             num_iters=self.num_iters,
             xp=xp_torch,
         )
+
+    def vjp_untracked(self, eigenvalues, eigenvectors, grad):
+        """The VJP in a backward pass that records nothing: the native path where it applies."""
+        if self.method == "exact" and self.rule is None:
+            result = exact_vjp(self.fn, eigenvalues, eigenvectors, grad)
+            if result is not None:
+                return result
+        return self.linear(eigenvalues, eigenvectors, grad, True)
 
     def second(self, eigenvalues, eigenvectors, x, y):
         """``hvp(x, y)``: the second derivative ``d²F[x, y]`` (``"exact"`` only)."""
@@ -143,8 +157,9 @@ def _backward(ctx, grad):
     a, eigenvalues, eigenvectors = ctx.saved_tensors
     if not torch.is_grad_enabled():
         # A plain backward records no graph: no node needed (its Function
-        # call costs about a tenth of a small forward + backward).
-        grad_a = ctx.spec.linear(eigenvalues, eigenvectors, grad, True)
+        # call costs about a tenth of a small forward + backward), and the
+        # core's exact VJP may run as direct torch operations (_native_spectral).
+        grad_a = ctx.spec.vjp_untracked(eigenvalues, eigenvectors, grad)
     else:  # create_graph=True or a torch.func transform: a node with derivatives
         grad_a = _Linear.apply(a, eigenvalues, eigenvectors, grad, ctx.spec, True)
     return grad_a, None

@@ -528,7 +528,11 @@ class ZCAWhitening(_GroupedEigenNorm):
     buffer, as BatchNorm keeps its input). Unless ``check_finite=False``, a
     step reads the ``(G, d, d)`` covariance on the host once, to raise a
     ``ValueError`` if it is not finite. ``torch.compile`` traces the layer without a graph break.
-    Double backward is not supported (see :func:`svdpi.torch.eig`).
+
+    Second derivatives (double backward for a gradient penalty,
+    ``torch.func.hessian``): with ``method="exact"``, through
+    :func:`svdpi.spectral_map_hvp`; the other methods are differentiable
+    once and raise ``RuntimeError`` naming the layer.
 
     Examples
     --------
@@ -653,7 +657,8 @@ class PCADenoising(_GroupedEigenNorm):
     Notes
     -----
     The variance is the biased one (divided by ``M``), the diagonal of the
-    same covariance the correlation is computed from.
+    same covariance the correlation is computed from. Second derivatives as
+    in :class:`ZCAWhitening`: with ``method="exact"`` only.
 
     Examples
     --------

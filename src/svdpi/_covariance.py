@@ -87,7 +87,9 @@ def _layout(shape, num_groups, channel_axis, sample_axes) -> _Layout:
     permutation = (*batch_axes, channel, *samples)
     inverse = tuple(permutation.index(a) for a in range(ndim))
     batch = tuple(shape[a] for a in batch_axes)
-    count = math.prod(shape[a] for a in samples)
+    # A list, not a generator: dynamo cannot trace math.prod of a generator
+    # (a graph break in torch.compile(fullgraph=True) of covariance pooling).
+    count = math.prod([shape[a] for a in samples])
     permuted = tuple(shape[a] for a in permutation)
     return _Layout(permutation, inverse, permuted, batch, groups, channels // groups, count)
 

@@ -185,6 +185,15 @@ def call_native(xp: Any, step: str, /, *args: Any, **kwargs: Any) -> Any:
     return DECLINED if implementation is None else implementation(*args, **kwargs)
 
 
+def native_paths_enabled() -> bool:
+    """Whether the native fast paths are on here (see :func:`native_paths`).
+
+    For an adapter's own fast paths outside this registry, so that
+    ``native_paths(False)`` turns them off too.
+    """
+    return _enabled.get()
+
+
 @contextmanager
 def native_paths(enabled: bool) -> Iterator[None]:
     """Turn the native fast paths off (or back on) inside a ``with`` block.

@@ -197,7 +197,8 @@ def check_real(
     try:
         result = float(value)
     except OverflowError:  # an integer beyond the float range
-        result = math.copysign(math.inf, value)
+        # (math.copysign would convert the integer to a float, and overflow again)
+        result = math.inf if value > 0 else -math.inf
     lower = "" if minimum is None else f" {'>' if strict_minimum else '>='} {minimum:g}"
     upper = "" if maximum is None else f" <= {maximum:g}"
     bounds = f"{lower}{' and' if lower and upper else ''}{upper}"

@@ -35,7 +35,9 @@ Native fast paths (:mod:`svdpi._dispatch`'s contract)
 - ``DECLINED`` (a step's "run the generic code" answer, never
   ``None``) and its type ``Decline``;
 - ``native_paths``: a context manager that turns the fast paths off,
-  for benchmarks and tests that compare them with the generic code;
+  for benchmarks and tests that compare them with the generic code, and
+  ``native_paths_enabled`` (whether they are on), which an adapter's own
+  fast paths outside this registry consult too;
 - the generic code a native step must reproduce to round-off:
   ``coefficient_product`` (the ``"coefficient_product"`` step) and the
   floor it clamps eigenvalues to, ``eigenvalue_floor``.
@@ -100,7 +102,7 @@ argument they name will not change.
 
 from ._coefficients import coefficient_product, eigenvalue_floor
 from ._covariance import GroupedMoments, grouped_covariance, grouped_covariance_vjp
-from ._dispatch import DECLINED, STEPS, Decline, native_paths, register
+from ._dispatch import DECLINED, STEPS, Decline, native_paths, native_paths_enabled, register
 from ._eig import all_finite
 from ._eig import all_finite as svd_factors_finite
 from ._gradient import project_symmetric, vjp_from_projected
@@ -168,6 +170,7 @@ __all__ = [
     "grouped_covariance_vjp",
     "namespace_of",
     "native_paths",
+    "native_paths_enabled",
     "polar_kernels",
     "project_symmetric",
     "register",
