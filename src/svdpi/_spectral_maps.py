@@ -25,11 +25,13 @@ and the coefficients are real, and act on the real and imaginary parts of
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from . import functions
 from ._compat import array_device
 from ._complex import adjoint, real_diagonal
+from ._divided_differences import constant
 from ._gradient import _coefficient_product, coefficient_scale, project_symmetric
 from ._scaling import rescale
 from ._spectrum import (
@@ -38,6 +40,7 @@ from ._spectrum import (
     derivative_degree,
     derivative_weights,
     homogeneity,
+    large_form,
     nan_like,
     spectrum,
     values,
@@ -103,19 +106,20 @@ def apply_function(
     # power with |p| <= 1 or the logarithm cannot overflow there (at worst
     # smallest_normal^-1 on clamped eigenvalues, a normal number).
     phi = values(fn, spectrum(fn, eigenvalues, mask, xp, units=False), xp)
-    scaling = homogeneity(fn)
-    if scaling is None or scaling.raw_values or abs(scaling.value_degree) <= 1:
+    large = large_form(fn, eigenvalues, mask, xp)
+    if large is None:
         return _apply(eigenvectors, phi, xp)
-    # A larger power may overflow on some eigenvalues: their terms are
-    # summed in units of max|λ| and rescaled at the end (±inf where the entry
-    # overflows, 0 where their eigenvectors vanish), the others directly, so
-    # that no inf · 0 = NaN forms and small terms keep their digits.
-    spec = spectrum(fn, eigenvalues, mask, xp)
+    # A larger power or the exponential may overflow on some eigenvalues:
+    # their terms are summed in the large form (units of max|λ|, or e^λ over
+    # a power of two near e^max λ) and scaled back at the end (±inf where the
+    # entry overflows, 0 where their eigenvectors vanish), the others
+    # directly, so that no inf · 0 = NaN forms and small terms keep their
+    # digits. Where nothing overflows the second product adds zeros.
     finite = xp.isfinite(phi)
     zero = xp.zeros_like(phi)
     direct = _apply(eigenvectors, xp.where(finite, phi, zero), xp)
-    large = _apply(eigenvectors, xp.where(finite, zero, values(fn, spec, xp)), xp)
-    return direct + rescale(large, spec.exponent[..., None], scaling.value_degree, xp)
+    scaled = _apply(eigenvectors, xp.where(finite, zero, values(fn, large.spec, xp)), xp)
+    return direct + large.value_back(scaled)
 
 
 def spectral_map(
@@ -167,8 +171,13 @@ def spectral_map(
       of a PSD matrix) count as 0.
     * ``"real"``: every eigenvalue as it is.
 
-    Values that overflow (a large power of a large eigenvalue) give ``±inf``
-    entries, and 0 where the true entry is 0, never NaN.
+    Values that overflow (a large power of a large eigenvalue, ``e^λ`` for
+    ``λ`` above about 88 in float32, 709 in float64) give ``±inf`` entries
+    where the true entry overflows, finite ones where it does not, and 0
+    where it is 0, never NaN: their terms are summed in a scale where they
+    are representable and scaled back. A user's function (``Custom``) that
+    returns ``±inf`` has no known scale: its infinite terms meet the exact
+    zeros of the eigenvectors, and those entries are NaN.
 
     Examples
     --------
@@ -350,9 +359,8 @@ def first_derivative(fn, eigenvalues, eigenvectors, x, mask, method, num_iters, 
     if eigenvectors.shape[-1] == 0:  # n = 0
         return xp.zeros_like(eigenvectors)
     spec = spectrum(fn, eigenvalues, mask, xp)
-    degree = derivative_degree(spec)
-    if degree > 0 and method == "exact":  # p > 1: see _exact_split
-        return _exact_split(fn, spec, eigenvalues, eigenvectors, x, xp)
+    if method == "exact" and _kernel_may_overflow(fn):
+        return _exact_split(fn, eigenvalues, eigenvectors, x, mask, xp)
     result = _first_in_units(fn, spec, eigenvectors, x, method, num_iters, transpose, xp)
     if spec.exponent is None:
         return result
@@ -361,27 +369,42 @@ def first_derivative(fn, eigenvalues, eigenvectors, x, mask, method, num_iters, 
     # the floor: computed in units, rescaled once, they overflow only where
     # the true result does. (For p > 1 the chain-rule methods are computed in
     # units too; terms of eigenvalues below eps · max|λ| may underflow there.)
-    return rescale(result, spec.exponent[..., None], degree, xp)
+    return rescale(result, spec.exponent[..., None], derivative_degree(spec), xp)
 
 
-def _exact_split(fn, spec, eigenvalues, eigenvectors, x, xp):
-    """The exact map of ``λ^p``, ``p > 1``: kernel entries that overflow summed in units.
+def _kernel_may_overflow(fn: functions.SpectralFunction) -> bool:
+    """Whether ``fn``'s divided differences may overflow at finite eigenvalues.
+
+    ``λ^p`` for ``p > 1`` and ``e^λ``; for ``p <= 1`` and the logarithm
+    they are computed in units (see :func:`first_derivative`).
+    """
+    if isinstance(fn, functions.Power):
+        return fn.p > 1
+    return isinstance(fn, functions.Exp)
+
+
+def _exact_split(fn, eigenvalues, eigenvectors, x, mask, xp):
+    """The exact map of ``λ^p`` (``p > 1``) or ``e^λ``: large kernel entries summed apart.
 
     The divided differences of a large eigenvalue may overflow while those of
-    small ones are representable; in units of ``max|λ|`` the first are right
-    and the second may underflow. Entries finite at the true eigenvalues are
-    used as they are; the others are summed in units and rescaled at the end,
-    so that no ``inf · 0 = NaN`` forms. (No floor term: the domain is
-    ``"nonnegative"``.)
+    small ones are representable; in the large form (:func:`large_form`:
+    units of ``max|λ|``, or ``e^λ`` over a power of two) the first are right
+    and the second may underflow. Entries up to ``√max`` of the dtype at the
+    true eigenvalues are used as they are (times a cotangent below ``√max``
+    they cannot overflow); the others are summed in the large form and
+    scaled back at the end, so that no ``inf · 0 = NaN`` forms: the result
+    is ``±inf`` where the true derivative overflows, finite where it does
+    not. (No floor term: the domains are ``"nonnegative"`` and ``"real"``.)
     """
     projected = project_symmetric(eigenvectors, x, xp)
-    direct = exact_kernel(fn, spectrum(fn, eigenvalues, spec.kept, xp, units=False), xp)
-    finite = xp.isfinite(direct)
+    direct = exact_kernel(fn, spectrum(fn, eigenvalues, mask, xp, units=False), xp)
+    bound = constant(math.sqrt(float(xp.finfo(direct.dtype).max)), direct, xp)
+    moderate = xp.abs(direct) <= bound  # NaN (a cut through a tie) goes to the large part
     zero = xp.zeros_like(direct)
-    small = _sandwich(eigenvectors, xp.where(finite, direct, zero) * projected, xp)
-    scaled = xp.where(finite, zero, exact_kernel(fn, spec, xp)) * projected
-    large = _sandwich(eigenvectors, scaled, xp)
-    return small + rescale(large, spec.exponent[..., None], derivative_degree(spec), xp)
+    small = _sandwich(eigenvectors, xp.where(moderate, direct, zero) * projected, xp)
+    large = large_form(fn, eigenvalues, mask, xp)
+    scaled = xp.where(moderate, zero, exact_kernel(fn, large.spec, xp)) * projected
+    return small + large.first_back(_sandwich(eigenvectors, scaled, xp))
 
 
 def _sandwich(eigenvectors: Array, inner: Array, xp: Namespace) -> Array:
@@ -490,7 +513,18 @@ def spectral_map_vjp(
     The derivatives of ``Power`` and
     ``Log`` are computed on the eigenvalues divided by
     a power of two near ``max|λ|`` and rescaled at the end: finite where the
-    true gradient is representable, ``±inf`` where it overflows.
+    true gradient is representable, ``±inf`` where it overflows. For
+    ``"exact"``, kernel entries of ``λ^p`` (``p > 1``) and ``e^λ`` beyond
+    ``√max`` of the dtype are summed apart in that scale (``e^λ`` over a
+    power of two near ``e^max λ``), so that these too give ``±inf`` where
+    the derivative overflows and finite entries where it does not (the
+    cotangent below ``√max``).
+
+    ``λ^p`` with ``0 < p < 1`` has an infinite slope at 0: where a zero
+    eigenvalue is kept (a singular ``A``, and the zero matrix) ``F`` has no
+    derivative, and every method gives NaN there, as autograd through
+    ``torch.linalg.eigh`` does (no finite number stands for it). Add
+    ``eps · I`` first, or use a ``"positive"``-domain function.
 
     Examples
     --------
@@ -733,7 +767,14 @@ def spectral_map_hvp(
     v = eigenvectors
     if grad is None or tangent is None or v.shape[-1] == 0:
         return xp.zeros_like(v)
-    spec = spectrum(fn, eigenvalues, mask, xp)
+    # Second derivatives of negative degree (λ^p with p < 2, the logarithm)
+    # grow at the smallest eigenvalues: in units of max|λ| a spectrum
+    # spanning 1e25 in float32 overflowed there where the true values do
+    # not. Units of min(max|λ|, 1) keep them as they are above 1 and scale
+    # a small spectrum up (the normalisation of svdpi.eig_vjp).
+    scaling = homogeneity(fn)
+    negative = scaling is not None and scaling.value_degree < 2
+    spec = spectrum(fn, eigenvalues, mask, xp, unit_at_most_one=negative)
     x = project_symmetric(v, grad, xp)
     e = project_symmetric(v, tangent, xp)
     kernel = exact_kernel(fn, spec, xp)
