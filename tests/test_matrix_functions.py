@@ -471,7 +471,7 @@ def test_bad_shapes_and_dtypes_are_rejected():
         svdpi.matrix_log_vjp(w, v, np.eye(3, dtype=np.float32))
     with pytest.raises(ValueError, match="eigenvalues must have shape"):
         svdpi.matrix_power(w[:2], v, 0.5)
-    with pytest.raises(TypeError, match="eigenvectors must have a real floating dtype"):
+    with pytest.raises(TypeError, match="eigenvectors must have a floating dtype"):
         svdpi.matrix_log(w, np.eye(3, dtype=np.int64))
     with pytest.raises(ValueError, match="grad_whitening must have shape"):
         svdpi.zca_whitening_matrix_vjp(w, v, np.eye(2), method="exact")

@@ -73,6 +73,13 @@ def test_bitwise_the_cores_exact_vjp(name, spectrum, scale, dtype):
     with np.errstate(all="ignore"):
         expected = svdpi.spectral_map_vjp(w, v, fn, g, method="exact", xp=xp_torch)
     got = _native_spectral.exact_vjp(fn, w, v, g)
+    if got is None:
+        # Declined only where e^λ overflows: the core sums those kernel
+        # entries apart (±inf where the derivative overflows, never NaN).
+        assert isinstance(fn, Exp)
+        assert scale == 1e30
+        assert not expected.isnan().any()
+        return
     assert got is not None
     # Bit for bit, NaN where the core has NaN (equal_nan), infinities included.
     assert torch.equal(got.isnan(), expected.isnan())
@@ -89,6 +96,11 @@ def test_value_bitwise_the_cores_spectral_map(name, spectrum, scale, dtype):
     with np.errstate(all="ignore"):
         expected = svdpi.spectral_map(w, v, fn, xp=xp_torch)
     got = _native_spectral.value(fn, w, v)
+    if got is None:  # only where e^λ overflows: the core sums those terms apart
+        assert isinstance(fn, Exp)
+        assert scale == 1e30
+        assert not expected.isnan().any()
+        return
     assert got is not None
     assert torch.equal(got.isnan(), expected.isnan())
     assert torch.equal(torch.nan_to_num(got), torch.nan_to_num(expected))

@@ -289,20 +289,33 @@ def test_zero_trace_is_not_normalised(p, dtype):
     assert_close(out[[0, 2]], expected[[0, 2]], rtol=rtol)
 
 
+@pytest.mark.parametrize("p", [1.0, 2.0, 0.5, 0.25, -0.5])
 @pytest.mark.parametrize("method", ["pi", "exact", "taylor"])
-def test_zero_trace_leaves_the_other_samples_gradients_alone(method):
+def test_zero_trace_leaves_the_other_samples_gradients_alone(method, p):
     x = _features((3, 4, 3, 3), seed=10)
     x[1] = 2.5
     g = torch.randn(3, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
-    pool = svdpi.torch.CovariancePooling(1.0, eps=0.0, normalize_trace=True, method=method)
+    pool = svdpi.torch.CovariancePooling(p, eps=0.0, normalize_trace=True, method=method)
     xg = x.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(pool(xg), xg, g)
-    # p = 1: the pooled matrix is the covariance, quadratic in the centred
-    # features, whose derivative vanishes at a constant sample.
-    assert torch.equal(grad[1], torch.zeros_like(grad[1]))
+    if 0 < p < 1:
+        # λ^p has an infinite slope at 0: no derivative at the zero covariance,
+        # NaN in every entry of that sample, as through torch.linalg.eigh.
+        assert torch.isnan(grad[1]).all()
+    elif p < 0 and method == "pi":
+        # "pi"'s own formula at the zero matrix is ±inf off the diagonal
+        # (f(floor) / floor), times the covariance's zero derivative: NaN.
+        assert torch.isnan(grad[1]).any()
+    else:
+        # p >= 1: the pooled matrix is a polynomial in the covariance, quadratic
+        # in the centred features, whose derivative vanishes at a constant
+        # sample; p < 0 ("exact", "taylor"): the floored function is constant
+        # near the zero matrix.
+        assert torch.equal(grad[1], torch.zeros_like(grad[1]))
     for k in (0, 2):
         xk = x[k : k + 1].clone().requires_grad_(True)
         (alone,) = torch.autograd.grad(pool(xk), xk, g[k : k + 1])
+        assert torch.isfinite(grad[k]).all()
         assert_close(grad[k], alone[0], rtol=1e-12)
 
 

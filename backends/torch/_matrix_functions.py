@@ -260,11 +260,12 @@ def expm(
     -------
     torch.Tensor, shape (..., n, n)
         ``exp a``, symmetric positive definite. Where ``e^λ`` overflows
-        (``λ`` above about 88 in float32, 709 in float64) the result is not
-        finite: ``inf`` on the diagonal, but NaN off it where overflowing
-        terms of opposite sign meet, where ``torch.linalg.matrix_exp`` gives
-        ``inf`` (svdpi's spectral maps sum overflowing terms apart for powers
-        only); keep the eigenvalues in range, e.g. by working in float64.
+        (``λ`` above about 88 in float32, 709 in float64) the entries whose
+        true value overflows are ``inf`` (as ``torch.linalg.matrix_exp``
+        gives), the others finite, 0 where the eigenvectors vanish: svdpi's
+        spectral maps sum the overflowing terms apart, in units of a power
+        of two near ``e^max λ``. The exact gradient likewise: ``±inf``
+        where the true derivative overflows, finite where not, never NaN.
 
     Examples
     --------

@@ -27,7 +27,9 @@ pass of :func:`svdpi.torch.spectral_map` and of the functions built on it),
 unless ``svdpi.adapter.native_paths(False)`` is in effect, and declines the
 rest, which the core computes: masks (the layers'
 truncation), powers above 1 (the core sums their overflowing kernel entries
-apart, see ``_exact_split``), complex input, anything traced or under a
+apart, see ``_exact_split``), the exponential where its values or kernel
+entries are large (checked on the CPU, where reading one bit costs nothing;
+declined on other devices), complex input, anything traced or under a
 ``torch.func`` transform.
 """
 
@@ -39,7 +41,7 @@ import array_api_compat.torch as xp_torch
 
 import torch
 from svdpi.adapter import native_paths_enabled
-from svdpi.functions import Log, Power, SpectralFunction
+from svdpi.functions import Exp, Log, Power, SpectralFunction
 
 from ._native import _plain_eager_untracked
 
@@ -93,7 +95,15 @@ def value(
         return None
     clamped = _clamped(fn.domain, eigenvalues, torch.finfo(eigenvalues.dtype), n)
     phi = fn.value(clamped, xp=xp_torch)
+    if isinstance(fn, Exp) and not _on_cpu_and(lambda: bool(torch.isfinite(phi).all()), phi):
+        # e^λ overflows: the core sums those terms apart (svdpi._spectrum.large_form).
+        return None
     return (eigenvectors * phi.unsqueeze(-2)) @ eigenvectors.mT
+
+
+def _on_cpu_and(check, like: torch.Tensor) -> bool:
+    """``check()`` on the CPU, where reading a value costs nothing; False elsewhere (no sync)."""
+    return like.device.type == "cpu" and check()
 
 
 def _clamped(domain, eigenvalues, finfo, n):
@@ -165,6 +175,11 @@ def exact_vjp(
     # --- svdpi._spectral_maps.exact_kernel (no mask) ---
     c_i, c_j = clamped.unsqueeze(-1), clamped.unsqueeze(-2)
     kernel = fn.divided_difference(c_i, c_j, xp=xp_torch)
+    if isinstance(fn, Exp):
+        # Kernel entries above √max: the core sums them apart (its _exact_split).
+        bound = math.sqrt(finfo.max)
+        if not _on_cpu_and(lambda: bool((torch.abs(kernel) <= bound).all()), kernel):
+            return None
     if live is not None:
         # The clamp's factor (c_i − c_j) / (λ_i − λ_j), 1 between live pairs.
         difference = torch.sub(lam.unsqueeze(-1), lam.unsqueeze(-2))

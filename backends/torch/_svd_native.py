@@ -32,8 +32,19 @@ def svd_vjp(u, s, vh, grad_u, grad_s, grad_vh, *, method: str, num_iters: int):
     if k == 0 or (grad_u is None and grad_s is None and grad_vh is None):
         return torch.zeros((*u.shape[:-2], m, n), dtype=u.dtype, device=u.device)
     finfo = torch.finfo(s.dtype)
-    # singular_value_floor, then _Coefficients.
-    floor = (s[..., :1] * (max(m, n) * finfo.eps)).clamp_min_(finfo.smallest_normal / finfo.eps)
+    # _Coefficients: in units c = min(σ_max, 1) (1 for a numerically zero
+    # matrix), then singular_value_floor, which in those units is the relative
+    # max(m, n) · eps · σ_max except for a numerically zero matrix.
+    top = s[..., :1]
+    zero = top < finfo.smallest_normal
+    c = torch.where(zero, torch.ones_like(top), top.clamp_max(1.0))
+    s = s / c
+    top = s[..., :1]
+    floor = torch.where(
+        zero,
+        torch.full_like(top, finfo.smallest_normal / finfo.eps),
+        top * (max(m, n) * finfo.eps),
+    )
     s = torch.maximum(s, floor)
     inverse = s.reciprocal()
     scale = s[..., :1]
@@ -57,15 +68,18 @@ def svd_vjp(u, s, vh, grad_u, grad_s, grad_vh, *, method: str, num_iters: int):
             return DECLINED
         inner.add_(torch.sub(difference, difference.mT).mul_(plus).mul_(0.5))
     if grad_s is not None:
+        grad_s = grad_s * c  # in units, as inner
         if inner is None:
             inner = torch.diag_embed(grad_s)
         else:
             inner.diagonal(dim1=-2, dim2=-1).add_(grad_s)
     if m > k and grad_u is not None:
         row = inverse.unsqueeze(-2)
-        return torch.matmul(u, inner - x_u * row).add_(grad_u * row) @ vh
-    if n > k and grad_vh is not None:
+        result = torch.matmul(u, inner - x_u * row).add_(grad_u * row) @ vh
+    elif n > k and grad_vh is not None:
         column = inverse.unsqueeze(-1)
         right = torch.matmul(inner - column * x_v.mT, vh).add_(column * grad_vh)
-        return u @ right
-    return u @ (inner @ vh) if m >= n else (u @ inner) @ vh
+        result = u @ right
+    else:
+        result = u @ (inner @ vh) if m >= n else (u @ inner) @ vh
+    return result.div_(c.unsqueeze(-1))

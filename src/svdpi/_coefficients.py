@@ -20,6 +20,11 @@ and differs only in ``A``. With ``big = max(λ_j, λ_m)`` and
 Here ``S_K(r) = Σ_{i=0..K} r^i`` is evaluated in closed form (see
 :func:`geometric_sum`), so the cost does not depend on ``K``, and exactly
 for equal eigenvalues (``r = 1``) whatever ``K`` is.
+
+Everything here is real. For a complex Hermitian matrix (``Vᴴ`` for ``Vᵀ``)
+the same real ``A`` multiplies the real and imaginary parts of ``E`` apart
+(:func:`svdpi._gradient._coefficient_product` splits them), so this module
+and the native steps only ever see real arrays.
 """
 
 from __future__ import annotations

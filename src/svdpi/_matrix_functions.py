@@ -18,7 +18,7 @@ _LOG = Log()
 def matrix_power(
     eigenvalues: Any, eigenvectors: Any, p: float, /, *, mask: Any = None, xp: Any = None
 ) -> Any:
-    """Matrix power ``A^p = V diag(λ^p) Vᵀ`` of a symmetric PSD matrix from its eigenpairs.
+    """Matrix power ``A^p = V diag(λ^p) Vᴴ`` of a symmetric or Hermitian PSD matrix.
 
     ``spectral_map(eigenvalues, eigenvectors, Power(p))``.
 
@@ -39,7 +39,7 @@ def matrix_power(
     Returns
     -------
     array, shape (..., n, n)
-        ``Σ_j mask_j · max(λ_j, c)^p · v_j v_jᵀ`` (symmetric).
+        ``Σ_j mask_j · max(λ_j, c)^p · v_j v_jᴴ`` (symmetric, or Hermitian).
 
     Notes
     -----
@@ -112,7 +112,7 @@ def matrix_power_vjp(
     Returns
     -------
     array, shape (..., n, n)
-        Symmetric gradient with respect to ``A``.
+        Symmetric (Hermitian, for complex input) gradient with respect to ``A``.
 
     Notes
     -----
@@ -180,7 +180,7 @@ def matrix_power_jvp(
     p : float
         The exponent the forward used.
     tangent_a : array, shape (..., n, n), or None
-        Perturbation of ``A``; only its symmetric part matters. ``None``
+        Perturbation of ``A``; only its symmetric (Hermitian) part matters. ``None``
         means zero.
     mask, method, num_iters : optional
         See :func:`matrix_power_vjp` (``method="exact"`` by default).
@@ -208,7 +208,7 @@ def matrix_power_jvp(
 
 
 def matrix_log(eigenvalues: Any, eigenvectors: Any, /, *, mask: Any = None, xp: Any = None) -> Any:
-    """Matrix logarithm ``log A = V diag(log λ) Vᵀ`` of a symmetric positive definite matrix.
+    """Matrix logarithm ``log A = V diag(log λ) Vᴴ`` of a symmetric or Hermitian PD matrix.
 
     ``spectral_map(eigenvalues, eigenvectors, Log())``.
 
@@ -224,7 +224,7 @@ def matrix_log(eigenvalues: Any, eigenvectors: Any, /, *, mask: Any = None, xp: 
     Returns
     -------
     array, shape (..., n, n)
-        ``Σ_j mask_j · log(max(λ_j, floor)) · v_j v_jᵀ`` (symmetric).
+        ``Σ_j mask_j · log(max(λ_j, floor)) · v_j v_jᴴ`` (symmetric, or Hermitian).
 
     Notes
     -----
@@ -279,7 +279,7 @@ def matrix_log_vjp(
     Returns
     -------
     array, shape (..., n, n)
-        Symmetric gradient with respect to ``A``.
+        Symmetric (Hermitian, for complex input) gradient with respect to ``A``.
 
     Examples
     --------
@@ -316,7 +316,7 @@ def matrix_log_jvp(
     eigenvalues, eigenvectors : array
         The eigenpairs the forward used.
     tangent_a : array, shape (..., n, n), or None
-        Perturbation of ``A``; only its symmetric part matters. ``None``
+        Perturbation of ``A``; only its symmetric (Hermitian) part matters. ``None``
         means zero.
     mask, method, num_iters : optional
         See :func:`matrix_log_vjp` (``method="exact"`` by default).

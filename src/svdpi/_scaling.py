@@ -90,3 +90,22 @@ def rescale(x: Array, exponent: Array | None, degree: float, xp: Namespace) -> A
     for _ in range(count):  # at most a few: ceil(|degree|), a static count
         x = x * factor
     return x
+
+
+def times_power_of_two(x: Array, exponent: Array, xp: Namespace) -> Array:
+    """``x · 2^exponent`` for an integer-valued ``exponent`` of any size (broadcast to ``x``).
+
+    Applied as :data:`MAX_PIECES` factors, each a normal number (exact
+    products away from overflow and subnormals): an entry that is 0 stays 0,
+    and since three factors reach ``2^(3 · max exponent)``, any nonzero entry
+    whose true value overflows becomes ``±inf``. Exponents beyond that reach
+    are cut there: every nonzero entry is already infinite.
+    """
+    high = -round(math.log2(xp.finfo(exponent.dtype).smallest_normal))
+    low = xp.full_like(exponent, -high)
+    top = xp.full_like(exponent, high)
+    for _ in range(MAX_PIECES):  # a static count: three factors
+        step = xp.minimum(xp.maximum(exponent, low), top)
+        x = x * power_of_two(step, xp)
+        exponent = exponent - step
+    return x

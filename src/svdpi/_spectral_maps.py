@@ -16,14 +16,22 @@ whitening matrix and the PCA projector are calls of these with a
   eigenvalues and eigenvectors with the eigenvector coefficients of
   :func:`svdpi.eig_vjp`: what the paper's layers differentiate.
 * the second derivative (``"exact"`` only): :func:`spectral_map_hvp`.
+
+Complex Hermitian input (complex eigenvectors, real eigenvalues) runs the
+same code with ``Vᴴ`` for ``Vᵀ`` and Hermitian for symmetric parts: ``G``
+and the coefficients are real, and act on the real and imaginary parts of
+``Vᴴ X V`` apart (``docs/theory_complex.rst``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from . import functions
 from ._compat import array_device
+from ._complex import adjoint, real_diagonal
+from ._divided_differences import constant
 from ._gradient import _coefficient_product, coefficient_scale, project_symmetric
 from ._scaling import rescale
 from ._spectrum import (
@@ -32,6 +40,7 @@ from ._spectrum import (
     derivative_degree,
     derivative_weights,
     homogeneity,
+    large_form,
     nan_like,
     spectrum,
     values,
@@ -75,8 +84,8 @@ def _pairs(x: Array) -> tuple[Array, Array]:
 
 
 def _apply(eigenvectors: Array, weights: Array, xp: Namespace) -> Array:
-    """``V diag(weights) Vᵀ``."""
-    return (eigenvectors * weights[..., None, :]) @ xp.matrix_transpose(eigenvectors)
+    """``V diag(weights) Vᴴ`` (real weights)."""
+    return (eigenvectors * weights[..., None, :]) @ adjoint(eigenvectors, xp)
 
 
 # ----------------------------------------------------------------- forward
@@ -97,19 +106,20 @@ def apply_function(
     # power with |p| <= 1 or the logarithm cannot overflow there (at worst
     # smallest_normal^-1 on clamped eigenvalues, a normal number).
     phi = values(fn, spectrum(fn, eigenvalues, mask, xp, units=False), xp)
-    scaling = homogeneity(fn)
-    if scaling is None or scaling.raw_values or abs(scaling.value_degree) <= 1:
+    large = large_form(fn, eigenvalues, mask, xp)
+    if large is None:
         return _apply(eigenvectors, phi, xp)
-    # A larger power may overflow on some eigenvalues: their terms are
-    # summed in units of max|λ| and rescaled at the end (±inf where the entry
-    # overflows, 0 where their eigenvectors vanish), the others directly, so
-    # that no inf · 0 = NaN forms and small terms keep their digits.
-    spec = spectrum(fn, eigenvalues, mask, xp)
+    # A larger power or the exponential may overflow on some eigenvalues:
+    # their terms are summed in the large form (units of max|λ|, or e^λ over
+    # a power of two near e^max λ) and scaled back at the end (±inf where the
+    # entry overflows, 0 where their eigenvectors vanish), the others
+    # directly, so that no inf · 0 = NaN forms and small terms keep their
+    # digits. Where nothing overflows the second product adds zeros.
     finite = xp.isfinite(phi)
     zero = xp.zeros_like(phi)
     direct = _apply(eigenvectors, xp.where(finite, phi, zero), xp)
-    large = _apply(eigenvectors, xp.where(finite, zero, values(fn, spec, xp)), xp)
-    return direct + rescale(large, spec.exponent[..., None], scaling.value_degree, xp)
+    scaled = _apply(eigenvectors, xp.where(finite, zero, values(fn, large.spec, xp)), xp)
+    return direct + large.value_back(scaled)
 
 
 def spectral_map(
@@ -121,12 +131,13 @@ def spectral_map(
     mask: Array | None = None,
     xp: Namespace | None = None,
 ) -> Array:
-    """A spectral function of a symmetric matrix, ``F(A) = V diag(f(λ)) Vᵀ``, from its eigenpairs.
+    """A spectral function ``F(A) = V diag(f(λ)) Vᴴ`` of a symmetric or Hermitian matrix.
 
     Parameters
     ----------
     eigenvalues, eigenvectors : array
-        Eigenpairs of ``A`` (a batch of them), as returned by :func:`eig`.
+        Eigenpairs of ``A`` (a batch of them), as returned by :func:`eig`:
+        real eigenvalues, real or complex (Hermitian ``A``) eigenvectors.
     fn : svdpi.functions.SpectralFunction
         The function applied to the eigenvalues: a built-in of
         ``svdpi.functions`` (``Power(0.5)``, ``Log()``, ...) or a user's
@@ -140,8 +151,9 @@ def spectral_map(
     Returns
     -------
     array, shape (..., n, n)
-        ``Σ_j mask_j · f(c_j) · v_j v_jᵀ`` (symmetric), where ``c_j`` is
-        ``λ_j`` after the clamp of ``fn.domain``.
+        ``Σ_j mask_j · f(c_j) · v_j v_jᴴ`` (symmetric, or Hermitian with
+        the eigenvectors' complex dtype), where ``c_j`` is ``λ_j`` after
+        the clamp of ``fn.domain``.
 
     Notes
     -----
@@ -159,8 +171,13 @@ def spectral_map(
       of a PSD matrix) count as 0.
     * ``"real"``: every eigenvalue as it is.
 
-    Values that overflow (a large power of a large eigenvalue) give ``±inf``
-    entries, and 0 where the true entry is 0, never NaN.
+    Values that overflow (a large power of a large eigenvalue, ``e^λ`` for
+    ``λ`` above about 88 in float32, 709 in float64) give ``±inf`` entries
+    where the true entry overflows, finite ones where it does not, and 0
+    where it is 0, never NaN: their terms are summed in a scale where they
+    are representable and scaled back. A user's function (``Custom``) that
+    returns ``±inf`` has no known scale: its infinite terms meet the exact
+    zeros of the eigenvectors, and those entries are NaN.
 
     Examples
     --------
@@ -173,6 +190,13 @@ def spectral_map(
     True
     >>> np.round(np.linalg.eigvalsh(svdpi.spectral_map(w, v, Log())), 6)  # log 1, log 3
     array([0.      , 1.098612])
+
+    A complex Hermitian matrix:
+
+    >>> h = np.array([[2.0, 1 + 1j], [1 - 1j, 3.0]])
+    >>> root = svdpi.spectral_map(*svdpi.eig(h), Power(0.5))
+    >>> bool(np.allclose(root @ root, h)), bool(np.allclose(root, root.conj().T))
+    (True, True)
     """
     return forward(eigenvalues, eigenvectors, fn, mask, xp)
 
@@ -274,10 +298,10 @@ def _exact_map(fn, spec, eigenvectors, x, transpose, xp):
         weight, slope = floor
         if transpose:
             weight, slope = slope, weight
-        diagonal = xp.linalg.diagonal(projected)
+        diagonal = real_diagonal(projected, xp)
         amount = xp.sum(slope * diagonal, axis=-1, keepdims=True)
         left = left + eigenvectors * (weight * amount)[..., None, :]
-    return left @ xp.matrix_transpose(eigenvectors)
+    return left @ adjoint(eigenvectors, xp)
 
 
 # ------------------------------------------------- the chain-rule methods
@@ -295,12 +319,13 @@ def _coefficients_in_units(spec, method, xp):
 
 
 def _chain_rule_vjp(fn, spec, eigenvectors, grad, method, num_iters, xp):
-    """``V sym(diag(ḡλ) + Aᵀ ∘ Vᵀ ḡV) Vᵀ`` for ``F = V Φ Vᵀ``, in units."""
+    """``V herm(diag(ḡλ) + Aᵀ ∘ Vᴴ ḡV) Vᴴ`` for ``F = V Φ Vᴴ``, in units."""
     v = eigenvectors
     projected = project_symmetric(v, grad, xp)
-    # F = V Φ Vᵀ: <Ḡ, dF> = <2 Ḡ V Φ, dV> + <diag(Vᵀ Ḡ V), dφ> for symmetric Ḡ.
+    # F = V Φ Vᴴ: Re<Ḡ, dF> = Re<2 Ḡ V Φ, dV> + <Re diag(Vᴴ Ḡ V), dφ> for Hermitian
+    # Ḡ. Vᴴ(2 Ḡ V Φ) has a real diagonal: F does not depend on the phase.
     vt_grad_vectors = 2.0 * projected * values(fn, spec, xp)[..., None, :]
-    grad_values = xp.linalg.diagonal(projected) * derivative_weights(fn, spec, xp)
+    grad_values = real_diagonal(projected, xp) * derivative_weights(fn, spec, xp)
     coefficients, scale = _coefficients_in_units(spec, method, xp)
     inner = _coefficient_product(
         coefficients, vt_grad_vectors, method, num_iters, symmetrize=True, xp=xp
@@ -308,12 +333,12 @@ def _chain_rule_vjp(fn, spec, eigenvectors, grad, method, num_iters, xp):
     if scale is not None:
         grad_values = grad_values * scale
     left = v @ inner + v * grad_values[..., None, :]
-    result = left @ xp.matrix_transpose(v)
+    result = left @ adjoint(v, xp)
     return result if scale is None else result / scale[..., None]
 
 
 def _chain_rule_jvp(fn, spec, eigenvectors, tangent, method, num_iters, xp):
-    """``V (P Φ + Φ Pᵀ + diag(dφ)) Vᵀ`` with ``P = Aᵀ ∘ E``, in units."""
+    """``V (P Φ + Φ Pᴴ + diag(dφ)) Vᴴ`` with ``P = Aᵀ ∘ E``, in units."""
     v = eigenvectors
     projected = project_symmetric(v, tangent, xp)
     coefficients, scale = _coefficients_in_units(spec, method, xp)
@@ -321,11 +346,11 @@ def _chain_rule_jvp(fn, spec, eigenvectors, tangent, method, num_iters, xp):
         coefficients, projected, method, num_iters, symmetrize=False, xp=xp
     )
     half = product * values(fn, spec, xp)[..., None, :]
-    dphi = xp.linalg.diagonal(projected) * derivative_weights(fn, spec, xp)
+    dphi = real_diagonal(projected, xp) * derivative_weights(fn, spec, xp)
     if scale is not None:
         dphi = dphi * scale
-    left = v @ (half + xp.matrix_transpose(half)) + v * dphi[..., None, :]
-    result = left @ xp.matrix_transpose(v)
+    left = v @ (half + adjoint(half, xp)) + v * dphi[..., None, :]
+    result = left @ adjoint(v, xp)
     return result if scale is None else result / scale[..., None]
 
 
@@ -334,9 +359,8 @@ def first_derivative(fn, eigenvalues, eigenvectors, x, mask, method, num_iters, 
     if eigenvectors.shape[-1] == 0:  # n = 0
         return xp.zeros_like(eigenvectors)
     spec = spectrum(fn, eigenvalues, mask, xp)
-    degree = derivative_degree(spec)
-    if degree > 0 and method == "exact":  # p > 1: see _exact_split
-        return _exact_split(fn, spec, eigenvalues, eigenvectors, x, xp)
+    if method == "exact" and _kernel_may_overflow(fn):
+        return _exact_split(fn, eigenvalues, eigenvectors, x, mask, xp)
     result = _first_in_units(fn, spec, eigenvectors, x, method, num_iters, transpose, xp)
     if spec.exponent is None:
         return result
@@ -345,32 +369,47 @@ def first_derivative(fn, eigenvalues, eigenvectors, x, mask, method, num_iters, 
     # the floor: computed in units, rescaled once, they overflow only where
     # the true result does. (For p > 1 the chain-rule methods are computed in
     # units too; terms of eigenvalues below eps · max|λ| may underflow there.)
-    return rescale(result, spec.exponent[..., None], degree, xp)
+    return rescale(result, spec.exponent[..., None], derivative_degree(spec), xp)
 
 
-def _exact_split(fn, spec, eigenvalues, eigenvectors, x, xp):
-    """The exact map of ``λ^p``, ``p > 1``: kernel entries that overflow summed in units.
+def _kernel_may_overflow(fn: functions.SpectralFunction) -> bool:
+    """Whether ``fn``'s divided differences may overflow at finite eigenvalues.
+
+    ``λ^p`` for ``p > 1`` and ``e^λ``; for ``p <= 1`` and the logarithm
+    they are computed in units (see :func:`first_derivative`).
+    """
+    if isinstance(fn, functions.Power):
+        return fn.p > 1
+    return isinstance(fn, functions.Exp)
+
+
+def _exact_split(fn, eigenvalues, eigenvectors, x, mask, xp):
+    """The exact map of ``λ^p`` (``p > 1``) or ``e^λ``: large kernel entries summed apart.
 
     The divided differences of a large eigenvalue may overflow while those of
-    small ones are representable; in units of ``max|λ|`` the first are right
-    and the second may underflow. Entries finite at the true eigenvalues are
-    used as they are; the others are summed in units and rescaled at the end,
-    so that no ``inf · 0 = NaN`` forms. (No floor term: the domain is
-    ``"nonnegative"``.)
+    small ones are representable; in the large form (:func:`large_form`:
+    units of ``max|λ|``, or ``e^λ`` over a power of two) the first are right
+    and the second may underflow. Entries up to ``√max`` of the dtype at the
+    true eigenvalues are used as they are (times a cotangent below ``√max``
+    they cannot overflow); the others are summed in the large form and
+    scaled back at the end, so that no ``inf · 0 = NaN`` forms: the result
+    is ``±inf`` where the true derivative overflows, finite where it does
+    not. (No floor term: the domains are ``"nonnegative"`` and ``"real"``.)
     """
     projected = project_symmetric(eigenvectors, x, xp)
-    direct = exact_kernel(fn, spectrum(fn, eigenvalues, spec.kept, xp, units=False), xp)
-    finite = xp.isfinite(direct)
+    direct = exact_kernel(fn, spectrum(fn, eigenvalues, mask, xp, units=False), xp)
+    bound = constant(math.sqrt(float(xp.finfo(direct.dtype).max)), direct, xp)
+    moderate = xp.abs(direct) <= bound  # NaN (a cut through a tie) goes to the large part
     zero = xp.zeros_like(direct)
-    small = _sandwich(eigenvectors, xp.where(finite, direct, zero) * projected, xp)
-    scaled = xp.where(finite, zero, exact_kernel(fn, spec, xp)) * projected
-    large = _sandwich(eigenvectors, scaled, xp)
-    return small + rescale(large, spec.exponent[..., None], derivative_degree(spec), xp)
+    small = _sandwich(eigenvectors, xp.where(moderate, direct, zero) * projected, xp)
+    large = large_form(fn, eigenvalues, mask, xp)
+    scaled = xp.where(moderate, zero, exact_kernel(fn, large.spec, xp)) * projected
+    return small + large.first_back(_sandwich(eigenvectors, scaled, xp))
 
 
 def _sandwich(eigenvectors: Array, inner: Array, xp: Namespace) -> Array:
-    """``V inner Vᵀ``."""
-    return eigenvectors @ inner @ xp.matrix_transpose(eigenvectors)
+    """``V inner Vᴴ``."""
+    return eigenvectors @ inner @ adjoint(eigenvectors, xp)
 
 
 def _first_in_units(fn, spec, eigenvectors, x, method, num_iters, transpose, xp):
@@ -421,7 +460,9 @@ def spectral_map_vjp(
     fn : svdpi.functions.SpectralFunction
         The function the forward applied.
     grad : array, shape (..., n, n), or None
-        Cotangent of ``F(A)``; ``None`` means zero.
+        Cotangent of ``F(A)``, of the eigenvectors' dtype; ``None`` means
+        zero. For complex input it follows PyTorch's convention (for
+        ``L = Re Σ F(A) ∘ G`` pass ``conj(G)``).
     mask : array of bool, shape (..., n), optional
         The mask the forward used (held constant: no gradient flows through
         the choice of the kept pairs).
@@ -442,11 +483,12 @@ def spectral_map_vjp(
     Returns
     -------
     array, shape (..., n, n)
-        Symmetric gradient with respect to ``A``.
+        Symmetric (Hermitian, for complex input) gradient with respect to ``A``.
 
     Notes
     -----
-    ``"exact"`` returns ``V (G ∘ Vᵀ sym(Ḡ) V) Vᵀ`` with
+    ``"exact"`` returns ``V (G ∘ Vᵀ sym(Ḡ) V) Vᵀ`` (``Vᴴ herm(Ḡ) V`` for
+    complex input) with
     ``G_ij = (φ_i − φ_j) / (λ_i − λ_j)`` and ``G_ii = φ'(λ_i)`` for
     ``φ_j = mask_j · f(c_j)`` (``c`` the clamped eigenvalues of
     :func:`spectral_map`), the divided differences evaluated by
@@ -471,7 +513,18 @@ def spectral_map_vjp(
     The derivatives of ``Power`` and
     ``Log`` are computed on the eigenvalues divided by
     a power of two near ``max|λ|`` and rescaled at the end: finite where the
-    true gradient is representable, ``±inf`` where it overflows.
+    true gradient is representable, ``±inf`` where it overflows. For
+    ``"exact"``, kernel entries of ``λ^p`` (``p > 1``) and ``e^λ`` beyond
+    ``√max`` of the dtype are summed apart in that scale (``e^λ`` over a
+    power of two near ``e^max λ``), so that these too give ``±inf`` where
+    the derivative overflows and finite entries where it does not (the
+    cotangent below ``√max``).
+
+    ``λ^p`` with ``0 < p < 1`` has an infinite slope at 0: where a zero
+    eigenvalue is kept (a singular ``A``, and the zero matrix) ``F`` has no
+    derivative, and every method gives NaN there, as autograd through
+    ``torch.linalg.eigh`` does (no finite number stands for it). Add
+    ``eps · I`` first, or use a ``"positive"``-domain function.
 
     Examples
     --------
@@ -513,7 +566,7 @@ def spectral_map_jvp(
     fn : svdpi.functions.SpectralFunction
         The function the forward applied.
     tangent : array, shape (..., n, n), or None
-        Perturbation of ``A``; only its symmetric part matters. ``None``
+        Perturbation of ``A``; only its symmetric (Hermitian) part matters. ``None``
         means zero.
     mask, method, num_iters : optional
         See :func:`spectral_map_vjp`.
@@ -523,7 +576,7 @@ def spectral_map_jvp(
     Returns
     -------
     array, shape (..., n, n)
-        The perturbation of ``F(A)`` (symmetric).
+        The perturbation of ``F(A)`` (symmetric, or Hermitian).
 
     Examples
     --------
@@ -649,7 +702,8 @@ def spectral_map_hvp(
     Returns
     -------
     array, shape (..., n, n)
-        Symmetric; ``V M Vᵀ`` with, for ``X = Vᵀ sym(Ḡ) V`` and ``Ẽ = Vᵀ sym(T) V``,
+        Symmetric (Hermitian); ``V M Vᴴ`` with, for ``X = Vᴴ herm(Ḡ) V`` and
+        ``Ẽ = Vᴴ herm(T) V``,
         ``M_ab = Σ_c g[λa, λb, λc] (Ẽ_ac X_cb + X_ac Ẽ_cb)``.
 
     Notes
@@ -713,22 +767,31 @@ def spectral_map_hvp(
     v = eigenvectors
     if grad is None or tangent is None or v.shape[-1] == 0:
         return xp.zeros_like(v)
-    spec = spectrum(fn, eigenvalues, mask, xp)
+    # Second derivatives of negative degree (λ^p with p < 2, the logarithm)
+    # grow at the smallest eigenvalues: in units of max|λ| a spectrum
+    # spanning 1e25 in float32 overflowed there where the true values do
+    # not. Units of min(max|λ|, 1) keep them as they are above 1 and scale
+    # a small spectrum up (the normalisation of svdpi.eig_vjp).
+    scaling = homogeneity(fn)
+    negative = scaling is not None and scaling.value_degree < 2
+    spec = spectrum(fn, eigenvalues, mask, xp, unit_at_most_one=negative)
     x = project_symmetric(v, grad, xp)
     e = project_symmetric(v, tangent, xp)
     kernel = exact_kernel(fn, spec, xp)
     h = second_divided_differences(fn, spec, kernel, xp)
-    # M_ab = Σ_c H_abc (E_ac X_cb + X_ac E_cb), contracted over the last axis.
+    # M_ab = Σ_c H_abc (E_ac X_cb + X_ac E_cb), contracted over the last axis:
+    # X_cb as the (b, c) entry of Xᵀ (which is conj(X) for Hermitian X).
     e_ac, x_ac = e[..., :, None, :], x[..., :, None, :]
-    x_bc, e_bc = x[..., None, :, :], e[..., None, :, :]  # X_cb = X_bc (symmetric)
-    inner = xp.sum(h * (e_ac * x_bc + x_ac * e_bc), axis=-1)
+    x_cb = xp.matrix_transpose(x)[..., None, :, :]
+    e_cb = xp.matrix_transpose(e)[..., None, :, :]
+    inner = xp.sum(h * (e_ac * x_cb + x_ac * e_cb), axis=-1)
     if spec.floor_active is not None:
         # Second derivatives through the moving floor are not computed: NaN
         # where it holds a kept eigenvalue (see Notes).
         below = ~spec.live if spec.kept is None else ~spec.live & spec.kept
         moving = spec.floor_active & xp.any(below, axis=-1, keepdims=True)
         inner = xp.where(moving[..., None], nan_like(inner, xp), inner)
-    result = v @ inner @ xp.matrix_transpose(v)
+    result = v @ inner @ adjoint(v, xp)
     if spec.exponent is None:
         return result
     degree = spec.homogeneity.value_degree - 2.0

@@ -18,10 +18,17 @@ and the mask:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from . import functions
-from ._scaling import largest_magnitude, power_of_two, unit_exponent
+from ._scaling import (
+    largest_magnitude,
+    power_of_two,
+    rescale,
+    times_power_of_two,
+    unit_exponent,
+)
 from ._typing import Array, Namespace
 
 
@@ -111,12 +118,19 @@ def spectrum(
     xp: Namespace,
     *,
     units: bool = True,
+    unit_at_most_one: bool = False,
 ) -> Spectrum:
     """Prepare ``eigenvalues`` (shape ``(..., n)``, ``n >= 1``) for ``fn``; see :class:`Spectrum`.
 
     ``units=False`` evaluates at the true eigenvalues whatever the function
     (the forward of powers with ``|p| <= 1`` and of the logarithm, whose
-    values cannot overflow).
+    values cannot overflow). ``unit_at_most_one``: the unit is
+    ``min(2^k, 1)``, as :func:`svdpi.eig_vjp` normalises by
+    ``min(max|λ|, 1)``: for derivatives of negative degree (second
+    derivatives of ``λ^p``, ``p < 2``), which are largest at the smallest
+    eigenvalues, so that a spectrum spanning more than the dtype's range of
+    such derivatives is not brought to units where the small eigenvalues'
+    terms overflow.
     """
     finfo = xp.finfo(eigenvalues.dtype)
     n = eigenvalues.shape[-1]
@@ -126,6 +140,8 @@ def spectrum(
     lam = eigenvalues
     if scaling is not None and units:
         exponent = unit_exponent(largest, xp)
+        if unit_at_most_one:
+            exponent = xp.minimum(exponent, xp.zeros_like(exponent))
         unit = power_of_two(exponent, xp)
         lam = eigenvalues / unit
         largest = largest / unit
@@ -149,6 +165,70 @@ def spectrum(
     else:
         clamped = lam
     return Spectrum(lam, clamped, live, mask, exponent, scaling, largest, floor_active)
+
+
+class LargeForm(NamedTuple):
+    """A function's large values and divided differences, in a scale where they are representable.
+
+    ``f(c_j) = value_back(values(fn, spec))`` and ``f[c_i, c_j] =
+    first_back(exact kernel of spec)``, where the ``back`` maps multiply a
+    *finished sum* by the per-matrix scale (in factors that are normal
+    numbers: 0 stays 0, and an entry becomes ``±inf`` only where its true
+    value overflows). Terms that overflow at the true eigenvalues are summed
+    in this form and scaled back; the others are summed as they are (in
+    this form small terms could underflow), so that no ``inf · 0 = NaN``
+    forms in a matrix product.
+    """
+
+    spec: Spectrum
+    value_back: Callable[[Array], Array]
+    first_back: Callable[[Array], Array]
+
+
+def large_form(
+    fn: functions.SpectralFunction, eigenvalues: Array, mask: Array | None, xp: Namespace
+) -> LargeForm | None:
+    """The :class:`LargeForm` of a function whose values may overflow, ``None`` for the others.
+
+    * ``Power(p)``, ``|p| > 1``: the spectrum in units ``u = 2^k ≈ max|λ|``
+      (values scale by ``u^p``, first divided differences by ``u^(p−1)``);
+    * ``Exp``: the eigenvalues shifted by ``s = k · log 2`` with
+      ``k = floor(max(λ_kept, 0) / log 2)`` (``e^λ = 2^k · e^(λ − s)``, and
+      so are its divided differences). ``λ − s`` is exact where ``λ`` is
+      within a factor 2 of ``s``; ``k · log 2`` is rounded to ``λ``'s own
+      precision, a relative error about ``|λ| · eps`` in ``e^(λ − s)``,
+      the error ``e^λ`` already has from the eigenvalue's rounding.
+
+    Other functions (powers with ``|p| <= 1``, the logarithm, ``Clamp``,
+    ``Abs``, ``Softplus``) cannot overflow at finite eigenvalues; a user's
+    function (``Custom``) has no known scale: ``None``.
+    """
+    if isinstance(fn, functions.Power) and abs(fn.p) > 1:
+        spec = spectrum(fn, eigenvalues, mask, xp)
+        exponent = spec.exponent[..., None]
+        p = fn.p
+        return LargeForm(
+            spec,
+            lambda x: rescale(x, exponent, p, xp),
+            lambda x: rescale(x, exponent, p - 1.0, xp),
+        )
+    if isinstance(fn, functions.Exp):
+        kept = eigenvalues
+        if mask is not None:  # dropped eigenvalues do not set the scale
+            kept = xp.where(mask, eigenvalues, xp.zeros_like(eigenvalues))
+        top = xp.max(kept, axis=-1, keepdims=True)
+        k = xp.floor(xp.maximum(top, xp.zeros_like(top)) * (1.0 / math.log(2.0)))
+        # At most log 2 in exact arithmetic; capped at 1 because k · log 2 is
+        # rounded to λ's precision, whose ulp exceeds the dtype's log(max) for
+        # λ beyond 2^24 (float32): e^(λ − s) stays finite, and the scale 2^k
+        # makes every nonzero entry infinite there anyway.
+        lam = xp.minimum(eigenvalues - k * math.log(2.0), xp.ones_like(eigenvalues))
+        largest = largest_magnitude(lam, xp)
+        spec = Spectrum(lam, lam, None, mask, None, None, largest, None)
+        exponent = k[..., None]
+        back = lambda x: times_power_of_two(x, exponent, xp)  # noqa: E731
+        return LargeForm(spec, back, back)
+    return None
 
 
 def values(fn: functions.SpectralFunction, spec: Spectrum, xp: Namespace) -> Array:

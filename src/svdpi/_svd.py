@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from array_api_compat import array_namespace
 
-from ._compat import array_device
+from ._complex import canonical_columns, is_complex, real_dtype
 from ._eig import all_finite
 from ._typing import Array, Namespace
 
@@ -35,25 +35,6 @@ class SVDResult(NamedTuple):
     U: Array
     S: Array
     Vh: Array
-
-
-def is_complex(x: Array, xp: Namespace) -> bool:
-    return xp.isdtype(x.dtype, "complex floating")
-
-
-def adjoint(x: Array, xp: Namespace) -> Array:
-    """``xᴴ`` over the last two axes (a plain transpose for real ``x``)."""
-    t = xp.matrix_transpose(x)
-    return xp.conj(t) if is_complex(x, xp) else t
-
-
-def real_dtype(dtype, xp: Namespace):
-    """The real dtype of the same precision (``dtype`` itself if it is real)."""
-    if dtype == xp.complex64:
-        return xp.float32
-    if dtype == xp.complex128:
-        return xp.float64
-    return dtype
 
 
 def check_svd_dtype(x: Array, name: str, xp: Namespace) -> None:
@@ -111,28 +92,6 @@ def check_cotangent(x: Array | None, name: str, shape: tuple[int, ...], dtype) -
         raise TypeError(f"{name} must have dtype {dtype}, got {x.dtype}")
 
 
-def finite(a: Array, xp: Namespace) -> bool:
-    """:func:`svdpi._eig.all_finite` for real or complex ``a`` (real and imaginary parts apart).
-
-    ``|a|`` could overflow for finite complex entries near the dtype's maximum.
-    """
-    if not is_complex(a, xp):
-        return all_finite(a, xp)
-    return all_finite(xp.real(a), xp) and all_finite(xp.imag(a), xp)
-
-
-def largest_component_mask(u: Array, xp: Namespace) -> Array:
-    """One-hot mask, shape of ``u``, of the first largest-magnitude entry of each column.
-
-    A mask rather than an index gather: it needs nothing beyond the array API
-    (no ``take_along_axis``) and broadcasts against ``u``, cheaply (``O(m k)``).
-    """
-    magnitude = xp.abs(u)
-    index = xp.argmax(magnitude, axis=-2)  # the first maximum, as the standard requires
-    rows = xp.arange(u.shape[-2], device=array_device(u))
-    return xp.astype(rows[:, None] == index[..., None, :], magnitude.dtype)
-
-
 def canonicalize(u: Array, vh: Array, xp: Namespace) -> tuple[Array, Array]:
     """``(U D, Dᴴ Vh)`` with ``D`` diagonal, unit modulus, making each ``U[i*, j]`` real > 0.
 
@@ -141,17 +100,9 @@ def canonicalize(u: Array, vh: Array, xp: Namespace) -> tuple[Array, Array]:
     """
     if u.shape[-1] == 0 or u.shape[-2] == 0:
         return u, vh
-    mask = largest_component_mask(u, xp)
-    if is_complex(u, xp):
-        mask = xp.astype(mask, u.dtype)
-    pivot = xp.sum(u * mask, axis=-2)  # U[i*, j], nonzero: the largest of a unit column
-    # |pivot| / pivot: the conjugate phase; a real pivot gives its sign.
-    phase = xp.abs(pivot) / pivot
-    conjugate = phase
-    if is_complex(u, xp):
-        phase = xp.astype(phase, u.dtype)
-        conjugate = xp.conj(phase)
-    return u * phase[..., None, :], vh * conjugate[..., :, None]
+    u, phase = canonical_columns(u, xp)
+    conjugate = xp.conj(phase) if is_complex(u, xp) else phase
+    return u, vh * conjugate[..., :, None]
 
 
 def svd(
@@ -226,7 +177,7 @@ def svd(
     check_matrix(a, "a")
     if not isinstance(canonical, bool):
         raise TypeError(f"canonical must be a bool, got {type(canonical).__name__}")
-    if check_finite and not finite(a, xp):
+    if check_finite and not all_finite(a, xp):
         raise ValueError(
             "a must contain only finite values (it has NaN or inf entries); "
             "pass check_finite=False to skip this check"

@@ -22,24 +22,24 @@ matrix's eigenvalues ``σ²`` (:mod:`svdpi._coefficients`, used as it is);
 
 from __future__ import annotations
 
-import math
-
 from array_api_compat import array_namespace, is_lazy_array
 
 from ._compat import array_device
-from ._gradient import _coefficient_product
-from ._svd import (
+from ._complex import (
     adjoint,
-    check_cotangent,
-    check_factors,
+    canonical_cotangent,
+    canonical_rotation,
+    column_norms,
     is_complex,
-    largest_component_mask,
+    phase_action,
+    phase_violations,
+    poison,
 )
+from ._complex import phase_term as _diagonal_phase
+from ._gradient import _coefficient_product, coefficient_scale
+from ._svd import check_cotangent, check_factors
 from ._typing import Array, Namespace
 from ._validation import check_method, check_num_iters
-
-#: What :func:`vjp` does when a cotangent depends on the singular vectors' phase.
-PHASE_ACTIONS = ("raise", "nan", "off")
 
 
 def check_svd_method(method: object) -> str:
@@ -56,23 +56,37 @@ def check_svd_method(method: object) -> str:
 def singular_value_floor(s: Array, shape: tuple[int, int], xp: Namespace) -> Array:
     """Smallest singular value the derivative coefficients divide by, shape (..., 1).
 
-    ``max(max(m, n) · eps · σ_max, tiny / eps)``: a backward-stable SVD
-    resolves singular values only to about ``max(m, n) · eps · σ_max``, so
-    smaller ones are zero for all the input can tell; ``tiny / eps`` keeps the
-    coefficients (at most ``1 / floor``) far from overflow for a zero matrix.
+    ``max(m, n) · eps · σ_max``: a backward-stable SVD resolves singular
+    values only to about that, so smaller ones are zero for all the input can
+    tell. The floor is scale-free for every matrix whose ``σ_max`` is a normal
+    number, however small (svdpi 0.3.0's SVD took ``max`` with
+    ``smallest_normal / eps``, which raised every singular value of a
+    well-conditioned matrix at scale 1e-300 to that constant). A numerically
+    zero matrix (``σ_max`` below the smallest normal number) gets
+    ``smallest_normal / eps``, which keeps the coefficients (at most
+    ``1 / floor``) far from overflow.
     """
     finfo = xp.finfo(s.dtype)
     top = s[..., :1]
     # full_like, not asarray: a tensor made from a Python number on a GPU is a
     # blocking host-to-device copy (a synchronisation in every backward pass).
     least = xp.full_like(top, finfo.smallest_normal / finfo.eps)
-    return xp.maximum(top * (max(shape) * finfo.eps), least)
+    zero = top < finfo.smallest_normal
+    return xp.where(zero, least, top * (max(shape) * finfo.eps))
 
 
 class _Coefficients:
     """``M ∘ X`` and ``P``, ``1/σ`` of the module docstring for one method, batched.
 
-    ``"analytic"``: the classical values from the singular values as they are.
+    Every coefficient is homogeneous of degree −1 in ``σ``; all of them are
+    computed on ``σ / c`` with the unit ``c`` of :func:`svdpi.eig_vjp`
+    (:func:`svdpi._gradient.coefficient_scale`: ``min(σ_max, 1)``, 1 for a
+    numerically zero matrix), and the callers divide their finished result
+    by ``c`` (:meth:`rescale`). In those units the floor is the relative
+    ``max(m, n) · eps`` for every matrix of normal numbers, nothing
+    overflows before the last division, and a result whose true value
+    overflows becomes ``±inf`` there, never NaN.
+    ``"analytic"``: the classical values of ``σ / c``.
     ``"pi"`` / ``"taylor"``: singular values raised to the floor, scaled by the
     largest one (so that ``σ²`` neither overflows nor underflows), and ``M``
     through the eigenvalue coefficient product of ``σ²``.
@@ -80,6 +94,8 @@ class _Coefficients:
 
     def __init__(self, s: Array, shape: tuple[int, int], method: str, num_iters: int, xp):
         self.method, self.num_iters, self.xp = method, num_iters, xp
+        self.unit = coefficient_scale(s, xp)
+        s = s / self.unit
         if method != "analytic":
             s = xp.maximum(s, singular_value_floor(s, shape, xp))
         self.inverse = 1.0 / s
@@ -99,6 +115,10 @@ class _Coefficients:
         # scaled units W = scale · (u_i + u_j), A = A(u²) / scale².
         self.weight = (unit[..., :, None] + unit[..., None, :]) / scale[..., None]
 
+    def rescale(self, x: Array) -> Array:
+        """A matrix result computed in units, divided by the unit ``c``: its true value."""
+        return x / self.unit[..., None]
+
     def _product(self, x: Array, symmetrize: bool) -> Array:
         return _coefficient_product(
             self.gram,
@@ -110,41 +130,21 @@ class _Coefficients:
         )
 
     def minus_times(self, x: Array) -> Array:
-        """``M ∘ x`` for real ``x``."""
+        """``M ∘ x`` for real or complex ``x`` (real coefficients, parts apart)."""
         if self.method == "analytic":
             return self.minus * x
         return self._product(x, symmetrize=False)
 
-    def minus_times_symmetrized(self, x: Array) -> Array:
-        """``sym(M ∘ x)`` for real ``x``: the exact symmetrised product (any num_iters)."""
+    def minus_times_hermitian(self, x: Array) -> Array:
+        """``herm(M ∘ x)``: the adjoint of ``S ↦ M ∘ S`` restricted to Hermitian ``S``.
+
+        For ``"pi"`` / ``"taylor"`` the exact (anti)symmetrised products of
+        :func:`svdpi._gradient._coefficient_product` (any ``num_iters``).
+        """
         if self.method == "analytic":
             y = self.minus * x
-            return (y + self.xp.matrix_transpose(y)) * 0.5
+            return (y + adjoint(y, self.xp)) * 0.5
         return self._product(x, symmetrize=True)
-
-    def minus_times_hermitian(self, x: Array) -> Array:
-        """``herm(M ∘ x)``: the adjoint of ``S ↦ M ∘ S`` restricted to Hermitian ``S``."""
-        xp = self.xp
-        if not is_complex(x, xp):
-            return self.minus_times_symmetrized(x)
-        real = self.minus_times_symmetrized(xp.real(x))
-        imag = self.minus_times(xp.imag(x))
-        imag = (imag - xp.matrix_transpose(imag)) * 0.5
-        return _complex(real, imag, xp)
-
-    def minus_times_any(self, x: Array) -> Array:
-        """``M ∘ x`` for real or complex ``x`` (real coefficients, parts apart)."""
-        xp = self.xp
-        if not is_complex(x, xp):
-            return self.minus_times(x)
-        return _complex(self.minus_times(xp.real(x)), self.minus_times(xp.imag(x)), xp)
-
-
-def _complex(real: Array, imag: Array, xp: Namespace) -> Array:
-    """``real + i·imag`` from two real arrays, in the matching complex dtype."""
-    dtype = xp.complex64 if real.dtype == xp.float32 else xp.complex128
-    # ``* 1j`` with a Python scalar: no array is made from it on the device.
-    return xp.astype(real, dtype) + xp.astype(imag, dtype) * 1j
 
 
 def _diag_embed(d: Array, xp: Namespace) -> Array:
@@ -156,9 +156,9 @@ def _phase_scale(grad_u, grad_vh, xp):
     """Per singular pair, ``‖ḡu_j‖ + ‖ḡv_j‖``: the size of round-off in the phase term."""
     total = 0.0
     if grad_u is not None:
-        total = total + xp.sqrt(xp.sum(xp.abs(grad_u) ** 2, axis=-2))
+        total = total + column_norms(grad_u, xp)
     if grad_vh is not None:
-        total = total + xp.sqrt(xp.sum(xp.abs(grad_vh) ** 2, axis=-1))
+        total = total + column_norms(xp.matrix_transpose(grad_vh), xp)
     return total
 
 
@@ -166,9 +166,9 @@ def phase_term(x_u: Array | None, x_v: Array | None, xp: Namespace) -> Array:
     """``Im diag(Uᴴ ḡU + Vᴴ ḡV)``: the derivative along ``(u_j, v_j) → e^{iφ} (u_j, v_j)``."""
     term = 0.0
     if x_u is not None:
-        term = term + xp.imag(xp.linalg.diagonal(x_u))
+        term = term + _diagonal_phase(x_u, xp)
     if x_v is not None:
-        term = term + xp.imag(xp.linalg.diagonal(x_v))
+        term = term + _diagonal_phase(x_v, xp)
     return term
 
 
@@ -195,7 +195,7 @@ def vjp(
     phase: str,
     xp: Namespace,
 ) -> Array:
-    """:func:`svd_vjp` after the argument checks; ``phase`` in :data:`PHASE_ACTIONS`.
+    """:func:`svd_vjp` after the argument checks; ``phase`` in ``svdpi._complex.PHASE_ACTIONS``.
 
     ``phase`` says what to do, for complex input, when the cotangents depend
     on the singular vectors' phase: ``"raise"`` (reads one boolean on the
@@ -213,24 +213,19 @@ def vjp(
     x_u = None if grad_u is None else u_h @ grad_u
     # Vᴴ ḡV with ḡV = ḡVhᴴ, as Vh ḡVhᴴ.
     x_v = None if grad_vh is None else vh @ adjoint(grad_vh, xp)
-    bad = None
+    poisoned = None
     if complex_input and (x_u is not None or x_v is not None):
         gamma = phase_term(x_u, x_v, xp)
         if canonical:
             # The canonical factors depend on a through their phase too: that
-            # derivative is a cotangent i·γ_j/|U[i*, j]| at the pivot entry of ḡU
-            # (see docs/theory_svd.rst), which makes the phase term vanish.
-            mask = largest_component_mask(u, xp)
-            pivot = xp.sum(xp.abs(u) * mask, axis=-2)
-            correction = mask * (gamma / pivot)[..., None, :]
-            correction = _complex(xp.zeros_like(correction), -correction, xp)
+            # derivative is a cotangent −i·γ_j/|U[i*, j]| at the pivot entry of
+            # ḡU (see docs/theory_complex.rst), which makes the phase term vanish.
+            correction = canonical_cotangent(u, gamma, xp)
             grad_u = correction if grad_u is None else grad_u + correction
             x_u = u_h @ grad_u
-        elif phase != "off":
-            tolerance = 10.0 * math.sqrt(xp.finfo(s.dtype).eps)
-            bad = xp.abs(gamma) > tolerance * _phase_scale(grad_u, grad_vh, xp)
-            if phase == "raise" and not is_lazy_array(bad) and bool(xp.any(bad)):
-                raise ValueError(_PHASE_MESSAGE)
+        else:
+            bad = phase_violations(gamma, _phase_scale(grad_u, grad_vh, xp), xp)
+            poisoned = phase_action(bad, phase, _PHASE_MESSAGE, xp)
     coefficients = _Coefficients(s, (m, n), method, num_iters, xp)
     inner = None
     if x_u is not None or x_v is not None:
@@ -240,7 +235,8 @@ def vjp(
         skew = (difference - adjoint(difference, xp)) * 0.5
         inner = inner + coefficients.plus * skew
     if grad_s is not None:
-        diagonal = _diag_embed(grad_s, xp)
+        # In the coefficients' units, as the rest of inner: ḡσ · c.
+        diagonal = _diag_embed(grad_s * coefficients.unit, xp)
         if complex_input:
             diagonal = xp.astype(diagonal, u.dtype)
         inner = diagonal if inner is None else inner + diagonal
@@ -257,10 +253,7 @@ def vjp(
         result = u @ (inner @ vh)
     else:
         result = (u @ inner) @ vh
-    if bad is not None and phase == "nan":
-        poisoned = xp.any(bad, axis=-1)[..., None, None]
-        result = xp.where(poisoned, xp.full_like(result, math.nan), result)
-    return result
+    return poison(coefficients.rescale(result), poisoned, xp)
 
 
 def jvp(
@@ -294,7 +287,7 @@ def jvp(
     tangent_s = xp.linalg.diagonal(herm)
     if complex_input:
         tangent_s = xp.real(tangent_s)
-    omega_s = coefficients.minus_times_any(herm)
+    omega_s = coefficients.minus_times(herm)
     omega_k = coefficients.plus * skew
     omega_u = omega_s + omega_k
     omega_v = omega_s - omega_k
@@ -306,12 +299,12 @@ def jvp(
     tangent_vh = adjoint(omega_v, xp) @ vh
     if n > k:
         tangent_vh = tangent_vh + (uh_da - dp @ vh) * inverse[..., :, None]
+    # Computed in the coefficients' units (degree −1 in σ): back to true values.
+    tangent_u = coefficients.rescale(tangent_u)
+    tangent_vh = coefficients.rescale(tangent_vh)
     if canonical and complex_input:
         # Keep U[i*, j] real: add the phase rotation i·θ_j to (u_j, v_j).
-        mask = largest_component_mask(u, xp)
-        pivot = xp.sum(xp.abs(u) * mask, axis=-2)
-        theta = -xp.sum(xp.imag(tangent_u) * mask, axis=-2) / pivot
-        rotation = _complex(xp.zeros_like(theta), theta, xp)
+        rotation = canonical_rotation(u, tangent_u, xp)
         tangent_u = tangent_u + u * rotation[..., None, :]
         tangent_vh = tangent_vh - vh * rotation[..., :, None]
     return tangent_u, tangent_s, tangent_vh
@@ -396,8 +389,17 @@ def svd_vjp(
     ``σ²``. Those methods raise singular values below
     ``max(m, n) · eps · σ_max`` to that floor in ``P``, ``Σ⁻¹`` and ``M``
     (and ``A`` floors ``σ²`` as :func:`eig_vjp` does), so that the gradient
-    is finite for every finite input. No value is read on the host for real
-    input.
+    is finite for every finite input. That floor is scale-free: a numerically
+    zero matrix (``σ_max`` below the smallest normal number) is raised to
+    ``smallest_normal / eps`` instead. Every method computes its coefficients
+    on ``σ / c`` with ``c = min(σ_max, 1)`` and divides the finished
+    gradient by ``c``, as :func:`eig_vjp` does, so it is right at every
+    scale, finite wherever its true value is representable and ``±inf``
+    where it overflows. (The ``ḡσ`` term is carried in those units as
+    ``ḡσ · c``: within a few orders of magnitude of the smallest normal
+    number, on platforms that flush subnormal numbers to zero, such as
+    XLA's, it loses relative accuracy.) No value is read on the host for
+    real input.
 
     Examples
     --------

@@ -28,8 +28,9 @@ from typing import Any
 from array_api_compat import array_namespace, is_lazy_array
 
 from ._compat import array_device
+from ._complex import adjoint, is_complex
 from ._dispatch import library_name
-from ._svd import adjoint, check_cotangent, check_factors, is_complex
+from ._svd import check_cotangent, check_factors
 from ._svd_gradient import singular_value_floor
 from ._typing import Array, Namespace
 from .functions import SpectralFunction

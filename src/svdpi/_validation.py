@@ -20,21 +20,34 @@ METHODS = ("pi", "taylor", "analytic")
 MATRIX_FUNCTION_METHODS = (*METHODS, "exact")
 
 
-def check_floating(x: Any, name: str, xp: Any) -> None:
-    """Require a float32 or float64 array; name the argument otherwise."""
+def check_floating(x: Any, name: str, xp: Any, *, allow_complex: bool = False) -> None:
+    """Require a float32 or float64 array (or complex64, complex128 with ``allow_complex``).
+
+    Complex input is accepted where it has a meaning: a Hermitian matrix for
+    :func:`svdpi.eig`, its eigenvectors, their cotangents and tangents.
+    Everything that is real by nature (eigenvalues, a covariance's data,
+    truncation thresholds) refuses it, naming the argument.
+    """
     dtype = x.dtype
     if dtype in (xp.float32, xp.float64):
         return
-    if xp.isdtype(dtype, "complex floating"):
+    if allow_complex and dtype in (xp.complex64, xp.complex128):
+        return
+    if xp.isdtype(dtype, "complex floating") and not allow_complex:
         raise TypeError(
-            f"{name} has complex dtype {dtype}; svdpi handles real symmetric matrices only"
+            f"{name} has complex dtype {dtype}; {name} must be real (float32 or float64)"
         )
-    if xp.isdtype(dtype, "real floating"):
-        # float16 / bfloat16: eigensolvers and the 1/λ coefficients need more range
-        # and precision than half precision has.
+    if xp.isdtype(dtype, ("real floating", "complex floating")):
+        # float16 / bfloat16 / complex32: eigensolvers and the 1/λ coefficients
+        # need more range and precision than half precision has.
         raise TypeError(
             f"{name} has dtype {dtype}; half precision is not supported, upcast to "
             "float32 (or float64) first, e.g. a.astype(float32) / a.float()"
+        )
+    if allow_complex:
+        raise TypeError(
+            f"{name} must have a floating dtype (float32, float64, complex64 or "
+            f"complex128), got {dtype}"
         )
     raise TypeError(f"{name} must have a real floating dtype (float32 or float64), got {dtype}")
 
@@ -58,17 +71,29 @@ def check_square(x: Any, name: str, *, allow_empty: bool = False) -> int:
 def check_eigenpairs(
     eigenvalues: Any, eigenvectors: Any, xp: Any, *, allow_empty: bool = False
 ) -> int:
-    """Check an (eigenvalues, eigenvectors) pair as returned by :func:`svdpi.eig`."""
+    """Check an (eigenvalues, eigenvectors) pair as returned by :func:`svdpi.eig`.
+
+    The eigenvalues are real; the eigenvectors real, or complex (of a
+    Hermitian matrix) of the same precision.
+    """
     check_companion(eigenvalues, "eigenvalues", eigenvectors, "eigenvectors")
     check_floating(eigenvalues, "eigenvalues", xp)
-    check_floating(eigenvectors, "eigenvectors", xp)
+    check_floating(eigenvectors, "eigenvectors", xp, allow_complex=True)
     n = check_square(eigenvectors, "eigenvectors", allow_empty=allow_empty)
     if tuple(eigenvalues.shape) != tuple(eigenvectors.shape[:-1]):
         raise ValueError(
             "eigenvalues must have shape eigenvectors.shape[:-1] = "
             f"{tuple(eigenvectors.shape[:-1])}, got {tuple(eigenvalues.shape)}"
         )
-    if eigenvalues.dtype != eigenvectors.dtype:
+    if xp.isdtype(eigenvectors.dtype, "complex floating"):
+        expected = xp.float32 if eigenvectors.dtype == xp.complex64 else xp.float64
+        if eigenvalues.dtype != expected:
+            name = "float32" if eigenvectors.dtype == xp.complex64 else "float64"
+            raise TypeError(
+                f"eigenvalues must have the real dtype {name} of the eigenvectors "
+                f"({eigenvectors.dtype}), got {eigenvalues.dtype}"
+            )
+    elif eigenvalues.dtype != eigenvectors.dtype:
         raise TypeError(
             f"eigenvalues ({eigenvalues.dtype}) and eigenvectors ({eigenvectors.dtype}) "
             "must have the same dtype"
@@ -86,7 +111,10 @@ def check_like(
     """
     if like is not None:
         check_companion(x, name, like)
-    check_floating(x, name, xp)
+    # A complex cotangent of real arrays (or the reverse) is refused by the dtype
+    # comparison below, which says what is expected; anything else by its kind.
+    complex_ = dtype in (xp.complex64, xp.complex128) or x.dtype in (xp.complex64, xp.complex128)
+    check_floating(x, name, xp, allow_complex=complex_)
     if tuple(x.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(x.shape)}")
     if x.dtype != dtype:

@@ -12,6 +12,7 @@ from typing import Any
 from array_api_compat import array_namespace
 
 from ._compat import array_device
+from ._complex import adjoint
 from ._matrix_functions import matrix_power
 from ._spectral_maps import derivative
 from ._truncation import ENERGY_RULES, Truncation
@@ -191,7 +192,7 @@ def zca_whitening_matrix_vjp(
     Returns
     -------
     array, shape (..., n, n)
-        Symmetric gradient with respect to the covariance.
+        Symmetric (Hermitian, for complex input) gradient with respect to the covariance.
 
     Examples
     --------
@@ -237,7 +238,7 @@ def pca_projector(
     Returns
     -------
     array, shape (..., n, n)
-        The symmetric, idempotent projector.
+        The symmetric (Hermitian, for complex eigenvectors), idempotent projector.
 
     Examples
     --------
@@ -251,7 +252,7 @@ def pca_projector(
     """
     if xp is None:
         xp = array_namespace(eigenvectors)
-    check_floating(eigenvectors, "eigenvectors", xp)
+    check_floating(eigenvectors, "eigenvectors", xp, allow_complex=True)
     kept = _projector_mask(eigenvectors, n_components, mask, xp)
     shape = tuple(eigenvectors.shape[:-1])
     weights = xp.ones(shape, dtype=eigenvectors.dtype, device=array_device(eigenvectors))
@@ -259,7 +260,7 @@ def pca_projector(
         weights = xp.where(kept, weights, xp.zeros_like(weights))
     # The spectral map of the constant 1 on the kept eigenpairs (Power(0)),
     # without the eigenvalues, which it does not need.
-    return (eigenvectors * weights[..., None, :]) @ xp.matrix_transpose(eigenvectors)
+    return (eigenvectors * weights[..., None, :]) @ adjoint(eigenvectors, xp)
 
 
 def pca_projector_vjp(
@@ -307,7 +308,7 @@ def pca_projector_vjp(
     Returns
     -------
     array, shape (..., n, n)
-        Symmetric gradient with respect to the covariance.
+        Symmetric (Hermitian, for complex input) gradient with respect to the covariance.
 
     Examples
     --------

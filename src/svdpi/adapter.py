@@ -45,14 +45,28 @@ Native fast paths (:mod:`svdpi._dispatch`'s contract)
 Finiteness
 ----------
 - ``all_finite`` ``(a, xp)``: the check ``svdpi.eig(check_finite=True)``
-  makes (one host read; lazy arrays are not read).
+  makes (one host read; lazy arrays are not read). Complex input is
+  checked by its real and imaginary parts, so a registered
+  ``"all_finite"`` step only ever receives real arrays.
 
 Eigenpairs and their derivatives
 --------------------------------
-- ``vjp_from_projected``: :func:`svdpi.eig_vjp` given ``Vᵀ ḡV`` instead
+- ``vjp_from_projected``: :func:`svdpi.eig_vjp` given ``Vᴴ ḡV`` instead
   of ``ḡV`` (a framework's backward pass often has the former), with the
-  arguments already checked;
-- ``project_symmetric``: ``Vᵀ sym(X) V``.
+  arguments already checked; keywords ``canonical=`` (differentiate the
+  canonical eigenvectors) and ``phase=`` (for complex eigenvectors, what to
+  do when the cotangent depends on their phase: ``"raise"``, one host
+  read, the default; ``"nan"`` where values cannot be read, e.g. while
+  compiling; ``"off"``);
+- ``project_symmetric``: ``Vᴴ herm(X) V`` (``Vᵀ sym(X) V`` for real input).
+
+Complex Hermitian input takes the same functions: eigenvectors, cotangents
+and tangents complex, eigenvalues real (``check_eigenpairs`` and
+``check_like`` accept that; ``check_floating`` takes ``allow_complex=True``
+for an adapter's own argument of either kind). The ``coefficient_product``
+and ``eigh`` steps receive real arrays only: the core splits complex
+products into real and imaginary parts and solves complex Hermitian
+eigenproblems with the library's own ``eigh``.
 
 The singular value decomposition
 --------------------------------
@@ -90,11 +104,11 @@ from ._coefficients import coefficient_product, eigenvalue_floor
 from ._covariance import GroupedMoments, grouped_covariance, grouped_covariance_vjp
 from ._dispatch import DECLINED, STEPS, Decline, native_paths, native_paths_enabled, register
 from ._eig import all_finite
+from ._eig import all_finite as svd_factors_finite
 from ._gradient import project_symmetric, vjp_from_projected
 from ._spectral_maps import check_function, check_second_order
 from ._svd import canonicalize, check_svd_dtype
 from ._svd import check_matrix as check_svd_matrix
-from ._svd import finite as svd_factors_finite
 from ._svd_gradient import check_svd_method
 from ._svd_gradient import jvp as svd_jvp_checked
 from ._svd_gradient import vjp as svd_vjp_checked

@@ -155,8 +155,10 @@ def expeig(
     -------
     torch.Tensor, shape (..., n, n)
         Symmetric positive definite. ``e^λ`` overflows for ``λ`` above
-        about 88 in float32, 709 in float64: the result then has inf and NaN
-        entries (``inf · 0`` in ``V e^Λ Vᵀ``), never finite wrong ones.
+        about 88 in float32, 709 in float64: the result then has ``inf``
+        entries where the true entry overflows, finite ones (0 where an
+        eigenvector vanishes) where it does not, as
+        ``torch.linalg.matrix_exp``; never NaN.
 
     Examples
     --------
