@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import array_api_compat.torch as xp_torch
-
 import svdpi
 import torch
 from svdpi.adapter import (
@@ -49,6 +47,7 @@ from svdpi.functions import SpectralFunction
 
 from ._autograd import cached_signature
 from ._eig import _check_matrix, _eigh_descending
+from ._namespace import xp_torch
 from ._native_spectral import exact_vjp
 from ._native_spectral import value as native_value
 
