@@ -175,3 +175,58 @@ def test_complex64_with_x64_off():
         g = jax.grad(lambda m: jnp.sum(jnp.real(svdpi.jax.sqrtm(m))))(a)
         assert g.dtype == jnp.complex64
         assert np.isfinite(np.asarray(g)).all()
+
+
+def test_second_derivatives_agree_in_every_order_of_modes():
+    """Reverse over forward and reverse over reverse reach the transposes of ``hvp_p``."""
+    a = jnp.asarray(_hermitian([3.0, 1.0, 1.0, 0.5], 15))
+    rng = np.random.default_rng(16)
+    t, g = jnp.asarray(random_hermitian(rng, a.shape)), jnp.asarray(random_complex(rng, a.shape))
+    w, v = svdpi.eig(np.asarray(a))
+    hessian = svdpi.spectral_map_hvp(w, v, Power(-0.5), np.conj(np.asarray(g)), np.asarray(t))
+    expected = np.conj(hessian)
+
+    def loss(m):
+        return jnp.sum(jnp.real(svdpi.jax.inv_sqrtm(m) * g))
+
+    def directional(m):  # Re Σ dF[t] · g
+        return jnp.sum(jnp.real(jax.jvp(svdpi.jax.inv_sqrtm, (m,), (t,))[1] * g))
+
+    def along(m):  # Re Σ ∇loss · t
+        return jnp.sum(jnp.real(jax.grad(loss)(m) * t))
+
+    forward_over_reverse = jax.jvp(jax.grad(loss), (a,), (t,))[1]
+    reverse_over_forward = jax.jit(jax.grad(directional))(a)
+    reverse_over_reverse = jax.grad(along)(a)
+    for second in (forward_over_reverse, reverse_over_forward, reverse_over_reverse):
+        assert_close(second, expected, rtol=1e-11)
+
+
+def test_analytic_eig_second_derivative_equals_jax_through_eigh():
+    a = jnp.asarray(_hermitian([4.0, 2.5, 1.5, 1.0], 17))
+    rng = np.random.default_rng(18)
+    t, weights = jnp.asarray(random_hermitian(rng, a.shape)), np.abs(random_complex(rng, a.shape))
+
+    def loss(eigh):
+        def f(m):
+            w, v = eigh(m)
+            return jnp.sum(jnp.abs(v) ** 2 * weights) + jnp.sum(w**3)
+
+        return f
+
+    def theirs(m):
+        w, v = jnp.linalg.eigh((m + jnp.conj(m.T)) / 2)
+        return w[::-1], v[:, ::-1]
+
+    ours = jax.jvp(jax.grad(loss(lambda m: svdpi.jax.eig(m, method="analytic"))), (a,), (t,))[1]
+    expected = jax.jvp(jax.grad(loss(theirs)), (a,), (t,))[1]
+    assert_close(ours, np.asarray(expected), rtol=1e-10)
+
+
+def test_eig_and_maps_of_empty_and_n0_complex_batches():
+    for shape in ((0, 3, 3), (2, 0, 0)):
+        a = jnp.zeros(shape, dtype=jnp.complex128)
+        w, v = svdpi.jax.eig(a, canonical=True)
+        assert (w.shape, v.shape, w.dtype) == (shape[:-1], shape, jnp.float64)
+        grad = jax.grad(lambda m: jnp.sum(jnp.real(svdpi.jax.logm(m))))(a)
+        assert (grad.shape, grad.dtype) == (shape, jnp.complex128)

@@ -44,18 +44,18 @@ def first_order_only(name: str, method: str, hint: str = "") -> Any:
     return identity
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(1, 2))
-def _eig(a, method, num_iters):
-    eigenvalues, eigenvectors = svdpi.eig(a, check_finite=False, xp=jnp)
+@partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _eig(a, method, num_iters, canonical):
+    eigenvalues, eigenvectors = svdpi.eig(a, canonical=canonical, check_finite=False, xp=jnp)
     return eigenvalues, eigenvectors
 
 
 @_eig.defjvp
-def _eig_jvp_rule(method, num_iters, primals, tangents):
+def _eig_jvp_rule(method, num_iters, canonical, primals, tangents):
     (a,), (tangent_a,) = primals, tangents
     # Through _eig itself, so that a second derivative of "analytic" uses
     # this rule again for the eigenpairs' own derivatives.
-    eigenvalues, eigenvectors = _eig(a, method, num_iters)
+    eigenvalues, eigenvectors = _eig(a, method, num_iters, canonical)
     w, v = eigenvalues, eigenvectors
     if method != "analytic":
         # The "analytic" coefficients 1 / (λ_i − λ_j) are differentiated
@@ -66,12 +66,14 @@ def _eig_jvp_rule(method, num_iters, primals, tangents):
         )
         w, v = guard(w), guard(v)
     tangent_w, tangent_v = svdpi.eig_jvp(
-        w, v, tangent_a, method=method, num_iters=num_iters, xp=jnp
+        w, v, tangent_a, method=method, num_iters=num_iters, canonical=canonical, xp=jnp
     )
     return (eigenvalues, eigenvectors), (tangent_w, tangent_v)
 
 
-def eig(a: Any, *, method: str = "pi", num_iters: int = 19) -> svdpi.EigResult:
+def eig(
+    a: Any, *, method: str = "pi", num_iters: int = 19, canonical: bool = False
+) -> svdpi.EigResult:
     """Differentiable eigendecomposition of symmetric PSD matrices, largest eigenvalue first.
 
     The forward values are those of :func:`svdpi.eig` (exact, from
@@ -146,9 +148,11 @@ def eig(a: Any, *, method: str = "pi", num_iters: int = 19) -> svdpi.EigResult:
     """
     method = check_method(method)
     num_iters = check_num_iters(num_iters)
+    if not isinstance(canonical, bool):
+        raise TypeError(f"canonical must be a bool, got {type(canonical).__name__}")
     a = jnp.asarray(a)
-    check_floating(a, "a", jnp)
+    check_floating(a, "a", jnp, allow_complex=True)
     # n = 0 and empty batches give empty results, as in svdpi.eig and jnp.linalg.eigh.
     check_square(a, "a", allow_empty=True)
-    eigenvalues, eigenvectors = _eig(a, method, num_iters)
+    eigenvalues, eigenvectors = _eig(a, method, num_iters, canonical)
     return svdpi.EigResult(eigenvalues, eigenvectors)

@@ -51,7 +51,7 @@ def call(a: Any, mask: Any, spec: Spec) -> Any:
     check_method(spec.method, MATRIX_FUNCTION_METHODS)
     check_num_iters(spec.num_iters)
     a = jnp.asarray(a)
-    check_floating(a, "a", jnp)
+    check_floating(a, "a", jnp, allow_complex=True)
     n = check_square(a, "a", allow_empty=True)  # n = 0: empty results, as svdpi.jax.eig
     if mask is not None:
         mask = jnp.asarray(mask)
