@@ -178,6 +178,8 @@ FUNCTIONS = {
     "inv_sqrtm": (svdpi.torch.inv_sqrtm, Power(-0.5), torch.rsqrt),
     "logm": (svdpi.torch.logm, Log(), torch.log),
     "expm": (svdpi.torch.expm, Exp(), torch.exp),
+    # A power above 1: the core sums its overflowing kernel terms apart.
+    "matrix_power": (lambda m: svdpi.torch.matrix_power(m, 2.5), Power(2.5), lambda x: x**2.5),
 }
 
 
@@ -288,3 +290,43 @@ def test_native_all_finite_takes_complex_tensors():
     a[1, 1] = complex(np.nan, 0.0)
     assert _native.all_finite(a) is False
     assert _native.all_finite(torch.full((2, 2), 3e38 + 3e38j, dtype=torch.complex64)) is True
+
+
+def test_real_input_with_canonical_is_the_cores_and_changes_no_gradient():
+    a = torch.tensor(np.random.default_rng(17).standard_normal((2, 4, 4)))
+    a = a @ a.mT + torch.eye(4, dtype=a.dtype)
+    g = torch.randn(2, 4, 4, dtype=a.dtype, generator=torch.Generator().manual_seed(18))
+    x, y = a.clone().requires_grad_(), a.clone().requires_grad_()
+    w, v = svdpi.torch.eig(x, canonical=True)
+    w_core, v_core = svdpi.eig(a, canonical=True)
+    assert_close(v, v_core, rtol=1e-13)
+    assert_close(w, w_core, rtol=1e-14)
+    signs = (v.detach() * svdpi.torch.eig(a).eigenvectors).sum(-2)  # ±1 per column
+    (v * g * signs.unsqueeze(-2)).sum().backward()
+    (svdpi.torch.eig(y).eigenvectors * g).sum().backward()
+    assert_close(x.grad, y.grad, rtol=1e-13)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 3), (2, 0, 0)])
+def test_matrix_functions_of_empty_complex_batches(shape):
+    a = torch.zeros(shape, dtype=torch.complex64, requires_grad=True)
+    out = svdpi.torch.inv_sqrtm(a)
+    assert (out.shape, out.dtype) == (shape, torch.complex64)
+    out.real.sum().backward()
+    assert (a.grad.shape, a.grad.dtype) == (shape, torch.complex64)
+    w, v = svdpi.torch.eig(a.detach().requires_grad_(), canonical=True)
+    assert (w.shape, w.dtype, v.shape) == (shape[:-1], torch.float32, shape)
+
+
+def test_hessian_vector_product_by_torch_func_is_the_cores():
+    a = _hermitian([3.0, 1.0, 1.0, 0.5], 19, batch=())
+    rng = np.random.default_rng(20)
+    t = torch.tensor(random_hermitian(rng, tuple(a.shape)))
+    g = torch.tensor(random_complex(rng, tuple(a.shape)))
+
+    def loss(m):
+        return (svdpi.torch.sqrtm(m) * g).real.sum()
+
+    _, second = torch.func.jvp(torch.func.grad(loss), (a,), (t,))
+    w, v = svdpi.eig(a)
+    assert_close(second, svdpi.spectral_map_hvp(w, v, Power(0.5), g.conj(), t), rtol=1e-12)

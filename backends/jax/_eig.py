@@ -87,12 +87,17 @@ def eig(
     Parameters
     ----------
     a : array_like, shape (..., n, n)
-        Symmetric positive semi-definite, float32 or float64 (float64 needs
-        ``jax_enable_x64``). Only ``(a + aᵀ) / 2`` is used.
+        Symmetric positive semi-definite, float32 or float64, or complex
+        Hermitian, complex64 or complex128 (float64 and complex128 need
+        ``jax_enable_x64``). Only ``(a + aᴴ) / 2`` is used.
     method : {"pi", "taylor", "analytic"}, default "pi"
         Derivative rule, see :func:`svdpi.eig_vjp`.
     num_iters : int, default 19
         Power-iteration steps (``"pi"``) or highest power kept (``"taylor"``).
+    canonical : bool, default False
+        Make the first largest-magnitude entry of each eigenvector real and
+        positive (see :func:`svdpi.eig`), and differentiate those
+        eigenvectors (static).
 
     Returns
     -------
@@ -114,6 +119,14 @@ def eig(
     Non-finite input is not checked (it cannot be read inside ``jax.jit``):
     like ``jax.numpy.linalg.eigh``, NaN propagates to the results and to
     the derivatives.
+
+    Complex input: JAX's gradient convention (the conjugate of PyTorch's).
+    Reverse mode transposes the forward rule, which chooses the
+    eigenvectors' phase derivative ``vᴴ dv = 0``, so the cotangent is never
+    seen and nothing is checked: a loss that depends on the arbitrary phase
+    (``Re V``) gets the gradient of that choice, as through
+    ``jax.numpy.linalg.eigh``. Use losses invariant under
+    ``v_j → e^{iφ} v_j`` (``|V|``, ``V f(Λ) Vᴴ``) or ``canonical=True``.
 
     Second derivatives: with ``method="analytic"`` JAX differentiates the
     classical rule and gets the exact second derivative of ``eigh`` (at
@@ -145,6 +158,16 @@ def eig(
     >>> _, (dw, dv) = jax.jvp(lambda m: tuple(svdpi.jax.eig(m)), (x,), (jnp.eye(2),))
     >>> bool(jnp.allclose(dw, 1.0))  # a + t·I shifts every eigenvalue by t
     True
+
+    A complex Hermitian matrix, with canonical eigenvectors:
+
+    >>> h = jnp.array([[2.0, 1 + 1j], [1 - 1j, 3.0]], dtype=jnp.complex64)
+    >>> w, v = svdpi.jax.eig(h, canonical=True)
+    >>> w
+    Array([4., 1.], dtype=float32)
+    >>> g = jax.grad(lambda m: jnp.real(svdpi.jax.eig(m, canonical=True)[1]).sum())(h)
+    >>> g.dtype
+    dtype('complex64')
     """
     method = check_method(method)
     num_iters = check_num_iters(num_iters)

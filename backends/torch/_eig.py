@@ -262,12 +262,19 @@ def eig(
     Parameters
     ----------
     a : torch.Tensor, shape (..., n, n)
-        Symmetric positive semi-definite, float32 or float64, CPU or CUDA.
-        Only ``(a + aᵀ) / 2`` is used.
+        Symmetric positive semi-definite, float32 or float64, or complex
+        Hermitian, complex64 or complex128; CPU or CUDA. Only
+        ``(a + aᴴ) / 2`` is used.
     method : {"pi", "taylor", "analytic"}, default "pi"
         Gradient rule, see :func:`svdpi.eig_vjp`.
     num_iters : int, default 19
         Power-iteration steps (``"pi"``) or highest power kept (``"taylor"``).
+    canonical : bool, default False
+        Make the first largest-magnitude entry of each eigenvector real and
+        positive (see :func:`svdpi.eig`), and differentiate those
+        eigenvectors: for complex input every loss of them then has a
+        gradient. For real input a sign convention that changes no
+        derivative.
     check_finite : bool, default True
         Raise ``ValueError`` on NaN/inf entries (one host synchronisation).
         The check is skipped while ``torch.compile`` traces and under
@@ -276,10 +283,26 @@ def eig(
     Returns
     -------
     svdpi.EigResult
-        ``(eigenvalues, eigenvectors)``, eigenvalues descending.
+        ``(eigenvalues, eigenvectors)``, eigenvalues descending and real
+        (float32 for complex64 input, float64 for complex128).
+
+    Raises
+    ------
+    ValueError
+        In the backward pass, for complex input without ``canonical``, when
+        the loss depends on the eigenvectors' arbitrary phase, as
+        ``torch.linalg.eigh``'s backward does (one host read, complex input
+        only). Where values cannot be read (``torch.func`` transforms,
+        while compiling, the meta device) that matrix's gradient is NaN
+        instead.
 
     Notes
     -----
+    Complex input: the gradient follows PyTorch's convention (the ``.grad``
+    of ``torch.linalg.eigh``), with the real coefficients of real input;
+    the backward pass computes it with the core's code (the direct torch
+    operations of the real backward do not apply).
+
     Transforms: reverse mode (``backward``, ``torch.func.grad``, ``vjp``,
     ``jacrev``), forward mode (``torch.func.jvp``, ``jacfwd``) and
     ``torch.func.vmap`` are supported. Second derivatives are not: the
@@ -322,6 +345,22 @@ def eig(
     >>> torch.func.vmap(lambda m: svdpi.torch.eig(m).eigenvalues)(torch.stack([x, 2 * x]))
     tensor([[3., 1.],
             [6., 2.]], dtype=torch.float64)
+
+    A complex Hermitian matrix: a loss of ``|V|`` has a gradient, one of
+    ``Re V`` only for the canonical eigenvectors:
+
+    >>> h = torch.tensor([[2.0, 1 + 1j], [1 - 1j, 3.0]], dtype=torch.complex128)
+    >>> w, v = svdpi.torch.eig(h.requires_grad_())
+    >>> w.detach()  # real eigenvalues
+    tensor([4.0000, 1.0000], dtype=torch.float64)
+    >>> v.real.sum().backward()
+    Traceback (most recent call last):
+    ...
+    ValueError: grad_eigenvectors depends on the arbitrary phase of the complex eigenvectors ...
+    >>> w, v = svdpi.torch.eig(h, canonical=True)
+    >>> v.real.sum().backward()
+    >>> bool(torch.allclose(h.grad, h.grad.mH))  # Hermitian, PyTorch's convention
+    True
     """
     _check_matrix(a, check_finite, allow_empty=True)
     check_method(method)
