@@ -254,7 +254,7 @@ def test_compile_around_torch_func_keeps_the_pi_gradient():
 def test_bad_input():
     with pytest.raises(TypeError, match=r"torch\.Tensor"):
         svdpi.torch.eig(np.eye(2))
-    with pytest.raises(TypeError, match="a must have a real floating dtype"):
+    with pytest.raises(TypeError, match="a must have a floating dtype"):
         svdpi.torch.eig(torch.eye(2, dtype=torch.int64))
     with pytest.raises(TypeError, match="half precision"):
         svdpi.torch.eig(torch.eye(2, dtype=torch.bfloat16))

@@ -269,7 +269,7 @@ def test_bad_input_names_the_argument():
     a = torch.eye(3, dtype=torch.float64)
     with pytest.raises(TypeError, match=r"a must be a torch\.Tensor"):
         svdpi.torch.sqrtm(np.eye(2))
-    with pytest.raises(TypeError, match="a must have a real floating dtype"):
+    with pytest.raises(TypeError, match="a must have a floating dtype"):
         svdpi.torch.sqrtm(torch.eye(2, dtype=torch.int64))
     with pytest.raises(TypeError, match="half precision"):
         svdpi.torch.logm(torch.eye(2, dtype=torch.bfloat16))

@@ -94,6 +94,7 @@ TORCH_APIS = {
             "torch.tensor",
             "torch.triu_indices",
             "torch.utils._python_dispatch._get_current_dispatch_mode",
+            "torch.view_as_real",
             "torch.where",
             "torch.zeros",
             "torch.zeros_like",

@@ -10,7 +10,8 @@ the eigenvalues of a symmetric matrix, with the core's derivatives
 and every composition of ``jvp`` and ``grad``); :func:`matrix_power`,
 :func:`sqrtm`, :func:`inv_sqrtm`, :func:`logm` (alias :func:`matrix_log`),
 :func:`expm`, :func:`zca_whitening_matrix` and :func:`pca_projector` are
-calls of it. :func:`zca_whitening` is the paper's grouped ZCA-whitening step
+calls of it; :func:`eig` and the spectral maps take complex Hermitian
+matrices as well. :func:`zca_whitening` is the paper's grouped ZCA-whitening step
 as a pure function for Flax or Equinox models, and :func:`whiten` applies
 running statistics in evaluation. :func:`svdpi.truncation_mask` works on JAX
 arrays as it is.

@@ -44,18 +44,18 @@ def first_order_only(name: str, method: str, hint: str = "") -> Any:
     return identity
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(1, 2))
-def _eig(a, method, num_iters):
-    eigenvalues, eigenvectors = svdpi.eig(a, check_finite=False, xp=jnp)
+@partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _eig(a, method, num_iters, canonical):
+    eigenvalues, eigenvectors = svdpi.eig(a, canonical=canonical, check_finite=False, xp=jnp)
     return eigenvalues, eigenvectors
 
 
 @_eig.defjvp
-def _eig_jvp_rule(method, num_iters, primals, tangents):
+def _eig_jvp_rule(method, num_iters, canonical, primals, tangents):
     (a,), (tangent_a,) = primals, tangents
     # Through _eig itself, so that a second derivative of "analytic" uses
     # this rule again for the eigenpairs' own derivatives.
-    eigenvalues, eigenvectors = _eig(a, method, num_iters)
+    eigenvalues, eigenvectors = _eig(a, method, num_iters, canonical)
     w, v = eigenvalues, eigenvectors
     if method != "analytic":
         # The "analytic" coefficients 1 / (λ_i − λ_j) are differentiated
@@ -66,12 +66,14 @@ def _eig_jvp_rule(method, num_iters, primals, tangents):
         )
         w, v = guard(w), guard(v)
     tangent_w, tangent_v = svdpi.eig_jvp(
-        w, v, tangent_a, method=method, num_iters=num_iters, xp=jnp
+        w, v, tangent_a, method=method, num_iters=num_iters, canonical=canonical, xp=jnp
     )
     return (eigenvalues, eigenvectors), (tangent_w, tangent_v)
 
 
-def eig(a: Any, *, method: str = "pi", num_iters: int = 19) -> svdpi.EigResult:
+def eig(
+    a: Any, *, method: str = "pi", num_iters: int = 19, canonical: bool = False
+) -> svdpi.EigResult:
     """Differentiable eigendecomposition of symmetric PSD matrices, largest eigenvalue first.
 
     The forward values are those of :func:`svdpi.eig` (exact, from
@@ -85,12 +87,17 @@ def eig(a: Any, *, method: str = "pi", num_iters: int = 19) -> svdpi.EigResult:
     Parameters
     ----------
     a : array_like, shape (..., n, n)
-        Symmetric positive semi-definite, float32 or float64 (float64 needs
-        ``jax_enable_x64``). Only ``(a + aᵀ) / 2`` is used.
+        Symmetric positive semi-definite, float32 or float64, or complex
+        Hermitian, complex64 or complex128 (float64 and complex128 need
+        ``jax_enable_x64``). Only ``(a + aᴴ) / 2`` is used.
     method : {"pi", "taylor", "analytic"}, default "pi"
         Derivative rule, see :func:`svdpi.eig_vjp`.
     num_iters : int, default 19
         Power-iteration steps (``"pi"``) or highest power kept (``"taylor"``).
+    canonical : bool, default False
+        Make the first largest-magnitude entry of each eigenvector real and
+        positive (see :func:`svdpi.eig`), and differentiate those
+        eigenvectors (static).
 
     Returns
     -------
@@ -112,6 +119,14 @@ def eig(a: Any, *, method: str = "pi", num_iters: int = 19) -> svdpi.EigResult:
     Non-finite input is not checked (it cannot be read inside ``jax.jit``):
     like ``jax.numpy.linalg.eigh``, NaN propagates to the results and to
     the derivatives.
+
+    Complex input: JAX's gradient convention (the conjugate of PyTorch's).
+    Reverse mode transposes the forward rule, which chooses the
+    eigenvectors' phase derivative ``vᴴ dv = 0``, so the cotangent is never
+    seen and nothing is checked: a loss that depends on the arbitrary phase
+    (``Re V``) gets the gradient of that choice, as through
+    ``jax.numpy.linalg.eigh``. Use losses invariant under
+    ``v_j → e^{iφ} v_j`` (``|V|``, ``V f(Λ) Vᴴ``) or ``canonical=True``.
 
     Second derivatives: with ``method="analytic"`` JAX differentiates the
     classical rule and gets the exact second derivative of ``eigh`` (at
@@ -143,12 +158,24 @@ def eig(a: Any, *, method: str = "pi", num_iters: int = 19) -> svdpi.EigResult:
     >>> _, (dw, dv) = jax.jvp(lambda m: tuple(svdpi.jax.eig(m)), (x,), (jnp.eye(2),))
     >>> bool(jnp.allclose(dw, 1.0))  # a + t·I shifts every eigenvalue by t
     True
+
+    A complex Hermitian matrix, with canonical eigenvectors:
+
+    >>> h = jnp.array([[2.0, 1 + 1j], [1 - 1j, 3.0]], dtype=jnp.complex64)
+    >>> w, v = svdpi.jax.eig(h, canonical=True)
+    >>> w
+    Array([4., 1.], dtype=float32)
+    >>> g = jax.grad(lambda m: jnp.real(svdpi.jax.eig(m, canonical=True)[1]).sum())(h)
+    >>> g.dtype
+    dtype('complex64')
     """
     method = check_method(method)
     num_iters = check_num_iters(num_iters)
+    if not isinstance(canonical, bool):
+        raise TypeError(f"canonical must be a bool, got {type(canonical).__name__}")
     a = jnp.asarray(a)
-    check_floating(a, "a", jnp)
+    check_floating(a, "a", jnp, allow_complex=True)
     # n = 0 and empty batches give empty results, as in svdpi.eig and jnp.linalg.eigh.
     check_square(a, "a", allow_empty=True)
-    eigenvalues, eigenvectors = _eig(a, method, num_iters)
+    eigenvalues, eigenvectors = _eig(a, method, num_iters, canonical)
     return svdpi.EigResult(eigenvalues, eigenvectors)

@@ -51,7 +51,7 @@ def call(a: Any, mask: Any, spec: Spec) -> Any:
     check_method(spec.method, MATRIX_FUNCTION_METHODS)
     check_num_iters(spec.num_iters)
     a = jnp.asarray(a)
-    check_floating(a, "a", jnp)
+    check_floating(a, "a", jnp, allow_complex=True)
     n = check_square(a, "a", allow_empty=True)  # n = 0: empty results, as svdpi.jax.eig
     if mask is not None:
         mask = jnp.asarray(mask)
@@ -76,8 +76,9 @@ def spectral_map(
     Parameters
     ----------
     a : array_like, shape (..., n, n)
-        Symmetric matrices, float32 or float64 (float64 needs
-        ``jax_enable_x64``); only ``(a + aᵀ) / 2`` is used.
+        Symmetric matrices, float32 or float64, or complex Hermitian ones,
+        complex64 or complex128 (float64 and complex128 need
+        ``jax_enable_x64``); only ``(a + aᴴ) / 2`` is used.
     fn : svdpi.functions.SpectralFunction
         The function of the eigenvalues: a built-in (``Power(0.5)``,
         ``Log()``, ``Exp()``, ``Clamp(1e-4)``, ``Softplus()``, ``Abs()``) or
@@ -129,6 +130,11 @@ def spectral_map(
     Non-finite input is not checked (it cannot be read inside ``jax.jit``):
     NaN propagates, as through ``jnp.linalg.eigh``.
 
+    Complex Hermitian input gives ``F(a)`` of its dtype, with the same
+    derivatives (second derivatives included) in JAX's gradient convention,
+    the conjugate of PyTorch's: reverse mode is ``conj(vjp(conj(ḡ)))`` of
+    the core's :func:`svdpi.spectral_map_vjp` (see :doc:`/theory_complex`).
+
     Examples
     --------
     >>> import jax
@@ -148,6 +154,14 @@ def spectral_map(
     >>> _, second = jax.jvp(jax.grad(loss), (2 * jnp.eye(2),), (t,))
     >>> float(jnp.sum(second * t))  # −tr((t / 2)²) = −0.5
     -0.5
+
+    A complex Hermitian matrix: ``d tr log H = H⁻¹``, conjugated in JAX's
+    convention:
+
+    >>> h = jnp.array([[2.0, 1 + 1j], [1 - 1j, 3.0]], dtype=jnp.complex64)
+    >>> g = jax.grad(lambda m: jnp.real(jnp.trace(svdpi.jax.spectral_map(m, Log()))))(h)
+    >>> bool(jnp.allclose(g, jnp.conj(jnp.linalg.inv(h)), atol=1e-6))
+    True
     """
     check_function(fn)
     check_hashable(fn)
@@ -167,7 +181,8 @@ def matrix_power(
     Parameters
     ----------
     a : array_like, shape (..., n, n)
-        Symmetric positive semi-definite, float32 or float64.
+        Symmetric positive semi-definite, float32 or float64, or the complex
+        Hermitian equivalent (complex64, complex128).
     p : float
         A finite real exponent (static): ``0.5`` the square root, ``-0.5``
         the whitening matrix, ``-1`` the inverse. Eigenvalues are clamped at
@@ -221,7 +236,8 @@ def sqrtm(a: Any, /, *, mask: Any = None, method: str = "exact", num_iters: int 
     Parameters
     ----------
     a : array_like, shape (..., n, n)
-        Symmetric positive semi-definite, float32 or float64.
+        Symmetric positive semi-definite, float32 or float64, or the complex
+        Hermitian equivalent (complex64, complex128).
     mask : array of bool, shape (..., n), optional
         Eigenpairs to use.
     method : {"exact", "pi", "taylor", "analytic"}, default "exact"
@@ -262,7 +278,8 @@ def inv_sqrtm(a: Any, /, *, mask: Any = None, method: str = "exact", num_iters: 
     Parameters
     ----------
     a : array_like, shape (..., n, n)
-        Symmetric positive definite, float32 or float64.
+        Symmetric positive definite, float32 or float64, or the complex
+        Hermitian equivalent (complex64, complex128).
     mask : array of bool, shape (..., n), optional
         Eigenpairs to use.
     method : {"exact", "pi", "taylor", "analytic"}, default "exact"
@@ -304,7 +321,8 @@ def logm(a: Any, /, *, mask: Any = None, method: str = "exact", num_iters: int =
     Parameters
     ----------
     a : array_like, shape (..., n, n)
-        Symmetric positive definite, float32 or float64.
+        Symmetric positive definite, float32 or float64, or the complex
+        Hermitian equivalent (complex64, complex128).
     mask : array of bool, shape (..., n), optional
         Eigenpairs to use.
     method : {"exact", "pi", "taylor", "analytic"}, default "exact"
@@ -341,7 +359,8 @@ def matrix_log(a: Any, /, *, mask: Any = None, method: str = "exact", num_iters:
     Parameters
     ----------
     a : array_like, shape (..., n, n)
-        Symmetric positive definite, float32 or float64.
+        Symmetric positive definite, float32 or float64, or the complex
+        Hermitian equivalent (complex64, complex128).
     mask : array of bool, shape (..., n), optional
         Eigenpairs to use.
     method : {"exact", "pi", "taylor", "analytic"}, default "exact"
@@ -375,7 +394,8 @@ def expm(a: Any, /, *, mask: Any = None, method: str = "exact", num_iters: int =
     Parameters
     ----------
     a : array_like, shape (..., n, n)
-        Symmetric, float32 or float64.
+        Symmetric, float32 or float64, or the complex
+        Hermitian equivalent (complex64, complex128).
     mask : array of bool, shape (..., n), optional
         Eigenpairs to use.
     method : {"exact", "pi", "taylor", "analytic"}, default "exact"

@@ -134,10 +134,14 @@ def linear(a, eigenvalues, eigenvectors, mask, x, spec, *, transpose):
     return linear_p.bind(*operands, spec=spec, transpose=transpose, masked=mask is not None)
 
 
-def hvp(a, eigenvalues, eigenvectors, mask, grad, tangent, spec):
-    """The core's ``spectral_map_hvp`` at ``a``: :data:`hvp_p`."""
+def hvp(a, eigenvalues, eigenvectors, mask, grad, tangent, spec, *, conjugate=False):
+    """The core's ``spectral_map_hvp`` at ``a``: :data:`hvp_p`.
+
+    ``conjugate`` (complex input only): ``conj(hvp(conj(grad), tangent))``,
+    the derivative of the VJP in JAX's convention (see :func:`_linear_impl`).
+    """
     operands = _operands(a, eigenvalues, eigenvectors, mask, grad, tangent)
-    return hvp_p.bind(*operands, spec=spec, masked=mask is not None)
+    return hvp_p.bind(*operands, spec=spec, masked=mask is not None, conjugate=conjugate)
 
 
 linear_p = Primitive("svdpi_spectral_map_linear")
@@ -146,16 +150,26 @@ hvp_p = Primitive("svdpi_spectral_map_hvp")
 
 def _linear_impl(*operands, spec, transpose, masked):
     _, eigenvalues, eigenvectors, mask, (x,) = _split(operands, masked, 1)
-    derivative = svdpi.spectral_map_vjp if transpose else svdpi.spectral_map_jvp
     options = {"mask": mask, "method": spec.method, "num_iters": spec.num_iters, "xp": jnp}
-    return derivative(eigenvalues, eigenvectors, spec.fn, x, **options)
+    if not transpose:
+        return svdpi.spectral_map_jvp(eigenvalues, eigenvectors, spec.fn, x, **options)
+    if not jnp.iscomplexobj(x):
+        return svdpi.spectral_map_vjp(eigenvalues, eigenvectors, spec.fn, x, **options)
+    # JAX transposes a linear map for the pairing Re Σ ct · x (no conjugate);
+    # the core's VJP is PyTorch's, for Re Σ conj(ct) · x: the transpose in
+    # JAX's convention is conj(vjp(conj(ct))) (docs/theory_complex.rst).
+    result = svdpi.spectral_map_vjp(eigenvalues, eigenvectors, spec.fn, jnp.conj(x), **options)
+    return jnp.conj(result)
 
 
-def _hvp_impl(*operands, spec, masked):
+def _hvp_impl(*operands, spec, masked, conjugate):
     _, eigenvalues, eigenvectors, mask, (grad, tangent) = _split(operands, masked, 2)
-    return svdpi.spectral_map_hvp(
+    if conjugate:  # the derivative of conj(vjp(conj(grad))), see _linear_impl
+        grad = jnp.conj(grad)
+    result = svdpi.spectral_map_hvp(
         eigenvalues, eigenvectors, spec.fn, grad, tangent, mask=mask, method=spec.method, xp=jnp
     )
+    return jnp.conj(result) if conjugate else result
 
 
 def _abstract(*operands, **params):
@@ -176,7 +190,11 @@ def _linear_jvp(primals, tangents, *, spec, transpose, masked):
             raise NotImplementedError(_FIRST_ORDER_ONLY.format(name=spec.name, method=spec.method))
         # The derivative of the exact map along tangent_a: the core's hvp, for
         # the VJP and (where it is symmetric, i.e. wherever hvp is finite) the JVP.
-        terms.append(hvp(a, eigenvalues, eigenvectors, mask, x, tangent_a, spec))
+        # A complex VJP is conj(vjp(conj(x))) (_linear_impl), its derivative too.
+        conjugate = transpose and jnp.iscomplexobj(x)
+        terms.append(
+            hvp(a, eigenvalues, eigenvectors, mask, x, tangent_a, spec, conjugate=conjugate)
+        )
     if not terms:
         return out, jnp.zeros_like(out)
     return out, functools.reduce(jnp.add, terms)
@@ -192,23 +210,23 @@ def _linear_transpose(cotangent, *operands, spec, transpose, masked):
     return (None,) * len(known) + (result,)
 
 
-def _hvp_jvp(primals, tangents, *, spec, masked):
+def _hvp_jvp(primals, tangents, *, spec, masked, conjugate):
     a, eigenvalues, eigenvectors, mask, (grad, tangent) = _split(primals, masked, 2)
     tangent_a, tangent_grad, tangent_tangent = tangents[0], tangents[-2], tangents[-1]
     if type(tangent_a) is not ad.Zero:
         raise NotImplementedError(_SECOND_ORDER_ONLY.format(name=spec.name))
-    out = hvp_p.bind(*primals, spec=spec, masked=masked)
-    terms = []  # bilinear in (grad, tangent)
-    if type(tangent_grad) is not ad.Zero:
-        terms.append(hvp(a, eigenvalues, eigenvectors, mask, tangent_grad, tangent, spec))
-    if type(tangent_tangent) is not ad.Zero:
-        terms.append(hvp(a, eigenvalues, eigenvectors, mask, grad, tangent_tangent, spec))
+    out = hvp_p.bind(*primals, spec=spec, masked=masked, conjugate=conjugate)
+    terms = []  # bilinear in (grad, tangent), over the reals
+    pairs = ((tangent_grad, tangent), (grad, tangent_tangent))
+    for (x, y), direction in zip(pairs, (tangent_grad, tangent_tangent), strict=True):
+        if type(direction) is not ad.Zero:
+            terms.append(hvp(a, eigenvalues, eigenvectors, mask, x, y, spec, conjugate=conjugate))
     if not terms:
         return out, jnp.zeros_like(out)
     return out, functools.reduce(jnp.add, terms)
 
 
-def _hvp_transpose(cotangent, *operands, spec, masked):
+def _hvp_transpose(cotangent, *operands, spec, masked, conjugate):
     *known, grad, tangent = operands
     a, eigenvalues, eigenvectors, mask, _ = _split((*known, grad, tangent), masked, 2)
     undefined = [ad.is_undefined_primal(grad), ad.is_undefined_primal(tangent)]
@@ -221,8 +239,20 @@ def _hvp_transpose(cotangent, *operands, spec, masked):
     slot = 0 if undefined[0] else 1
     if type(cotangent) is ad.Zero:
         results[slot] = ad.Zero((grad if undefined[0] else tangent).aval)
-    else:
+    elif not jnp.iscomplexobj(cotangent):
         results[slot] = hvp(a, eigenvalues, eigenvectors, mask, cotangent, other, spec)
+    else:
+        # Complex: JAX's pairing is Re Σ S · X, the core's symmetry is for
+        # Re Σ conj(S) · X. With B(G, T) = hvp(G, T) and B*(G, T) =
+        # conj(hvp(conj G, T)) (conjugate=True), the transposes are: of B in
+        # either slot, B*(S, other); of B* in G, B(S, T); of B* in T, B*(G, S).
+        if not conjugate:
+            pair, flag = (cotangent, other), True
+        elif undefined[0]:
+            pair, flag = (cotangent, tangent), False
+        else:
+            pair, flag = (grad, cotangent), True
+        results[slot] = hvp(a, eigenvalues, eigenvectors, mask, *pair, spec, conjugate=flag)
     return (None,) * len(known) + tuple(results)
 
 
@@ -246,4 +276,4 @@ def _register(primitive, impl, jvp, transpose, static):
 
 
 _register(linear_p, _linear_impl, _linear_jvp, _linear_transpose, ("spec", "transpose", "masked"))
-_register(hvp_p, _hvp_impl, _hvp_jvp, _hvp_transpose, ("spec", "masked"))
+_register(hvp_p, _hvp_impl, _hvp_jvp, _hvp_transpose, ("spec", "masked", "conjugate"))

@@ -5,7 +5,9 @@ power-iteration gradient computed by the framework-agnostic core.
 :func:`spectral_map` is one autograd node for every function of a symmetric
 matrix (:mod:`svdpi.functions`), with the exact derivative and second
 derivatives by default; :func:`sqrtm`, :func:`inv_sqrtm`, :func:`logm`,
-:func:`expm` and :func:`matrix_power` are calls of it.
+:func:`expm` and :func:`matrix_power` are calls of it. :func:`eig` and the
+matrix functions take complex Hermitian matrices as well (complex64,
+complex128), with PyTorch's gradient convention.
 :class:`ZCAWhitening` and :class:`PCADenoising` are the whitening layers of
 the paper, drop-in replacements for a BatchNorm layer;
 :class:`SyncZCAWhitening` / :class:`SyncPCADenoising` (or

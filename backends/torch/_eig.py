@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import array_api_compat.torch as xp_torch
-
 import svdpi
 import torch
 from svdpi.adapter import (
     all_finite,
+    canonical_columns,
     check_floating,
     check_method,
     check_num_iters,
@@ -17,27 +16,35 @@ from svdpi.adapter import (
 
 from . import _native
 from ._autograd import cached_signature
+from ._namespace import xp_torch
 
 
-def _eigh_descending(a):
-    # The same operations as svdpi.eig(a, check_finite=False, xp=...), written
-    # out: the core's namespace lookup goes through array-api-compat's
-    # lru_cache-wrapped helpers, which dynamo warns about while compiling.
-    # The finiteness check happens in svdpi.torch.eig, outside the Function.
-    # -(a + aᵀ)/2 as the core forms it, (a − aᵀ)/2 − a: a + aᵀ overflows for
+def _eigh_descending(a, canonical=False):
+    # The same operations as svdpi.eig(a, check_finite=False, canonical=...,
+    # xp=...), written out: the core's namespace lookup goes through
+    # array-api-compat's lru_cache-wrapped helpers, which dynamo warns about
+    # while compiling. The finiteness check happens in svdpi.torch.eig,
+    # outside the Function.
+    # -(a + aᴴ)/2 as the core forms it, (a − aᴴ)/2 − a: a + aᴴ overflows for
     # entries above half the dtype's maximum, which eigh handles, while
-    # a − aᵀ is 0 for a symmetric input (the same bits as −a then). In place
+    # a − aᴴ is 0 for a Hermitian input (the same bits as −a then; on the
+    # diagonal of a complex one the imaginary parts cancel exactly). In place
     # on the fresh difference (Function.forward records no graph): one n × n
     # temporary fewer.
-    negated_eigenvalues, eigenvectors = torch.linalg.eigh(torch.sub(a, a.mT).mul_(0.5).sub_(a))
+    adjoint = a.mH if a.is_complex() else a.mT
+    negated_eigenvalues, eigenvectors = torch.linalg.eigh(torch.sub(a, adjoint).mul_(0.5).sub_(a))
+    if canonical and a.numel() > 0:
+        eigenvectors, _ = canonical_columns(eigenvectors, xp_torch)
     return -negated_eigenvalues, eigenvectors
 
 
-def _save(ctx, method, num_iters, eigenvalues, eigenvectors):
+def _save(ctx, method, num_iters, canonical, phase, eigenvalues, eigenvectors):
     ctx.save_for_backward(eigenvalues, eigenvectors)
     ctx.save_for_forward(eigenvalues, eigenvectors)
     ctx.method = method
     ctx.num_iters = num_iters
+    ctx.canonical = canonical
+    ctx.phase = phase
     # Unused outputs arrive as None rather than as zero tensors to multiply.
     ctx.set_materialize_grads(False)
 
@@ -49,20 +56,23 @@ def _backward(ctx, grad_eigenvalues, grad_eigenvectors):
         # A plain backward records no graph, so there is no second derivative
         # to guard against: skip _EigVjp's own Function call (about a tenth of
         # a small eig's forward+backward on the CPU), and compute the VJP as
-        # direct torch operations where they apply (svdpi.torch._native).
+        # direct torch operations where they apply (svdpi.torch._native; real
+        # input only, where the canonical sign changes no derivative).
         grad_a = None
         if grad_eigenvectors is not None:
             grad_a = _native.eig_vjp(*args, ctx.method, ctx.num_iters)
         if grad_a is None:
-            grad_a = _EigVjp.forward(*args, ctx.method, ctx.num_iters)
+            grad_a = _EigVjp.forward(*args, ctx.method, ctx.num_iters, ctx.canonical, ctx.phase)
     else:  # create_graph=True or a torch.func transform: keep the guard
-        grad_a = _EigVjp.apply(*args, ctx.method, ctx.num_iters)
-    return grad_a, None, None
+        grad_a = _EigVjp.apply(*args, ctx.method, ctx.num_iters, ctx.canonical, ctx.phase)
+    return grad_a, None, None, None, None
 
 
-def _jvp(ctx, tangent_a, _tangent_method, _tangent_num_iters):
+def _jvp(ctx, tangent_a, *_tangent_options):
     eigenvalues, eigenvectors = ctx.saved_tensors
-    return _EigJvp.apply(eigenvalues, eigenvectors, tangent_a, ctx.method, ctx.num_iters)
+    return _EigJvp.apply(
+        eigenvalues, eigenvectors, tangent_a, ctx.method, ctx.num_iters, ctx.canonical
+    )
 
 
 @cached_signature
@@ -78,13 +88,13 @@ class _EigReverse(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(a, method, num_iters):
-        return _eigh_descending(a)
+    def forward(a, method, num_iters, canonical, phase):
+        return _eigh_descending(a, canonical)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _, method, num_iters = inputs
-        _save(ctx, method, num_iters, *output)
+        _, method, num_iters, canonical, phase = inputs
+        _save(ctx, method, num_iters, canonical, phase, *output)
 
     backward = staticmethod(_backward)
 
@@ -106,9 +116,9 @@ class _EigEager(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, a, method, num_iters):
-        eigenvalues, eigenvectors = _eigh_descending(a)
-        _save(ctx, method, num_iters, eigenvalues, eigenvectors)
+    def forward(ctx, a, method, num_iters, canonical, phase):
+        eigenvalues, eigenvectors = _eigh_descending(a, canonical)
+        _save(ctx, method, num_iters, canonical, phase, eigenvalues, eigenvectors)
         return eigenvalues, eigenvectors
 
     backward = staticmethod(_backward)
@@ -162,11 +172,23 @@ _FirstOrderOnly = first_order_only("svdpi.torch.eig")
 @cached_signature
 class _EigVjp(_FirstOrderOnly):
     @staticmethod
-    def forward(eigenvalues, eigenvectors, grad_eigenvalues, grad_eigenvectors, method, num_iters):
+    def forward(
+        eigenvalues,
+        eigenvectors,
+        grad_eigenvalues,
+        grad_eigenvectors,
+        method,
+        num_iters,
+        canonical,
+        phase,
+    ):
         # svdpi.eig_vjp after its argument checks: eig checked method and
         # num_iters, and autograd hands over cotangents shaped like the outputs.
         # About 10 µs of a 16 × 4 × 4 backward.
-        vt_grad = None if grad_eigenvectors is None else eigenvectors.mT @ grad_eigenvectors
+        vt_grad = None
+        if grad_eigenvectors is not None:
+            adjoint = eigenvectors.mH if eigenvectors.is_complex() else eigenvectors.mT
+            vt_grad = adjoint @ grad_eigenvectors
         return vjp_from_projected(
             eigenvalues,
             eigenvectors,
@@ -174,6 +196,8 @@ class _EigVjp(_FirstOrderOnly):
             vt_grad,
             method=method,
             num_iters=num_iters,
+            canonical=canonical,
+            phase=phase,
             xp=xp_torch,
         )
 
@@ -181,9 +205,15 @@ class _EigVjp(_FirstOrderOnly):
 @cached_signature
 class _EigJvp(_FirstOrderOnly):
     @staticmethod
-    def forward(eigenvalues, eigenvectors, tangent_a, method, num_iters):
+    def forward(eigenvalues, eigenvectors, tangent_a, method, num_iters, canonical):
         return svdpi.eig_jvp(
-            eigenvalues, eigenvectors, tangent_a, method=method, num_iters=num_iters, xp=xp_torch
+            eigenvalues,
+            eigenvectors,
+            tangent_a,
+            method=method,
+            num_iters=num_iters,
+            canonical=canonical,
+            xp=xp_torch,
         )
 
 
@@ -202,7 +232,7 @@ def _check_matrix(a, check_finite: bool, *, allow_empty: bool = False) -> None:
     """The checks on ``a`` of :func:`eig` and of :func:`svdpi.torch._spectral.spectral_map`."""
     if not isinstance(a, torch.Tensor):
         raise TypeError(f"a must be a torch.Tensor, got {type(a).__name__}")
-    check_floating(a, "a", xp_torch)
+    check_floating(a, "a", xp_torch, allow_complex=True)
     check_square(a, "a", allow_empty=allow_empty)
     # A meta tensor has no values to check: shape inference (FLOP counters,
     # deferred initialisation) must not fail on it.
@@ -215,7 +245,12 @@ def _check_matrix(a, check_finite: bool, *, allow_empty: bool = False) -> None:
 
 
 def eig(
-    a: torch.Tensor, *, method: str = "pi", num_iters: int = 19, check_finite: bool = True
+    a: torch.Tensor,
+    *,
+    method: str = "pi",
+    num_iters: int = 19,
+    canonical: bool = False,
+    check_finite: bool = True,
 ) -> svdpi.EigResult:
     """Differentiable eigendecomposition of symmetric PSD matrices, largest eigenvalue first.
 
@@ -227,12 +262,19 @@ def eig(
     Parameters
     ----------
     a : torch.Tensor, shape (..., n, n)
-        Symmetric positive semi-definite, float32 or float64, CPU or CUDA.
-        Only ``(a + aᵀ) / 2`` is used.
+        Symmetric positive semi-definite, float32 or float64, or complex
+        Hermitian, complex64 or complex128; CPU or CUDA. Only
+        ``(a + aᴴ) / 2`` is used.
     method : {"pi", "taylor", "analytic"}, default "pi"
         Gradient rule, see :func:`svdpi.eig_vjp`.
     num_iters : int, default 19
         Power-iteration steps (``"pi"``) or highest power kept (``"taylor"``).
+    canonical : bool, default False
+        Make the first largest-magnitude entry of each eigenvector real and
+        positive (see :func:`svdpi.eig`), and differentiate those
+        eigenvectors: for complex input every loss of them then has a
+        gradient. For real input a sign convention that changes no
+        derivative.
     check_finite : bool, default True
         Raise ``ValueError`` on NaN/inf entries (one host synchronisation).
         The check is skipped while ``torch.compile`` traces and under
@@ -241,10 +283,26 @@ def eig(
     Returns
     -------
     svdpi.EigResult
-        ``(eigenvalues, eigenvectors)``, eigenvalues descending.
+        ``(eigenvalues, eigenvectors)``, eigenvalues descending and real
+        (float32 for complex64 input, float64 for complex128).
+
+    Raises
+    ------
+    ValueError
+        In the backward pass, for complex input without ``canonical``, when
+        the loss depends on the eigenvectors' arbitrary phase, as
+        ``torch.linalg.eigh``'s backward does (one host read, complex input
+        only). Where values cannot be read (``torch.func`` transforms,
+        while compiling, the meta device) that matrix's gradient is NaN
+        instead.
 
     Notes
     -----
+    Complex input: the gradient follows PyTorch's convention (the ``.grad``
+    of ``torch.linalg.eigh``), with the real coefficients of real input;
+    the backward pass computes it with the core's code (the direct torch
+    operations of the real backward do not apply).
+
     Transforms: reverse mode (``backward``, ``torch.func.grad``, ``vjp``,
     ``jacrev``), forward mode (``torch.func.jvp``, ``jacfwd``) and
     ``torch.func.vmap`` are supported. Second derivatives are not: the
@@ -287,21 +345,42 @@ def eig(
     >>> torch.func.vmap(lambda m: svdpi.torch.eig(m).eigenvalues)(torch.stack([x, 2 * x]))
     tensor([[3., 1.],
             [6., 2.]], dtype=torch.float64)
+
+    A complex Hermitian matrix: a loss of ``|V|`` has a gradient, one of
+    ``Re V`` only for the canonical eigenvectors:
+
+    >>> h = torch.tensor([[2.0, 1 + 1j], [1 - 1j, 3.0]], dtype=torch.complex128)
+    >>> w, v = svdpi.torch.eig(h.requires_grad_())
+    >>> w.detach()  # real eigenvalues
+    tensor([4.0000, 1.0000], dtype=torch.float64)
+    >>> v.real.sum().backward()
+    Traceback (most recent call last):
+    ...
+    ValueError: grad_eigenvectors depends on the arbitrary phase of the complex eigenvectors ...
+    >>> w, v = svdpi.torch.eig(h, canonical=True)
+    >>> v.real.sum().backward()
+    >>> bool(torch.allclose(h.grad, h.grad.mH))  # Hermitian, PyTorch's convention
+    True
     """
     _check_matrix(a, check_finite, allow_empty=True)
     check_method(method)
     num_iters = check_num_iters(num_iters)
+    if not isinstance(canonical, bool):
+        raise TypeError(f"canonical must be a bool, got {type(canonical).__name__}")
     if torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active():
         # torch.compile of a torch.func transform (e.g. compile(vmap(grad(f))))
         # would drop the custom backward and differentiate eigh itself: a wrong,
         # possibly huge gradient. A graph break runs this call eagerly, where
         # the transforms see the autograd.Function (fullgraph=True raises).
         torch._dynamo.graph_break()
+    # phase: what the backward does when a complex loss depends on the
+    # eigenvectors' phase. "raise" (one host read, as torch.linalg.eigh's
+    # backward) where values can be read, else "nan" (that matrix's gradient).
     if torch.compiler.is_compiling():
-        function = _EigReverse
+        function, phase = _EigReverse, "nan"
     elif torch._C._are_functorch_transforms_active():
-        function = _Eig
+        function, phase = _Eig, "nan"
     else:
-        function = _EigEager
-    eigenvalues, eigenvectors = function.apply(a, method, num_iters)
+        function, phase = _EigEager, "nan" if a.device.type == "meta" else "raise"
+    eigenvalues, eigenvectors = function.apply(a, method, num_iters, canonical, phase)
     return svdpi.EigResult(eigenvalues, eigenvectors)

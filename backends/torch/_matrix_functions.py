@@ -46,8 +46,9 @@ def matrix_power(
     Parameters
     ----------
     a : torch.Tensor, shape (..., n, n)
-        Symmetric positive (semi-)definite, float32 or float64, CPU or CUDA.
-        Only ``(a + aᵀ) / 2`` is used.
+        Symmetric positive (semi-)definite, float32 or float64, or complex
+        Hermitian (complex64, complex128), CPU or CUDA. Only ``(a + aᴴ) / 2``
+        is used.
     p : float
         Any real, finite exponent. For ``p < 0`` eigenvalues below the
         core's floor ``max(n · eps · max|λ|, smallest normal)`` are raised
@@ -121,7 +122,8 @@ def sqrtm(
     Parameters
     ----------
     a : torch.Tensor, shape (..., n, n)
-        Symmetric PSD, float32 or float64; only ``(a + aᵀ) / 2`` is used.
+        Symmetric PSD, float32 or float64, or Hermitian PSD, complex64 or
+        complex128; only ``(a + aᴴ) / 2`` is used.
     method : {"exact", "pi", "taylor", "analytic"}, default "exact"
         Gradient rule, see :func:`matrix_power` (``"pi"`` before svdpi 0.3).
     num_iters : int, default 19
@@ -152,6 +154,16 @@ def sqrtm(
     >>> root.trace().backward()  # d sqrt(λ) / dλ = 1 / (2 sqrt λ), also where λ repeats
     >>> a.grad.diagonal()
     tensor([0.2500, 0.5000, 0.5000], dtype=torch.float64)
+
+    A complex Hermitian matrix (the gradient in PyTorch's convention):
+
+    >>> h = torch.tensor([[2.0, 1 + 1j], [1 - 1j, 3.0]], dtype=torch.complex128)
+    >>> root = svdpi.torch.sqrtm(h.requires_grad_())
+    >>> torch.allclose(root @ root, h)
+    True
+    >>> root.trace().real.backward()  # d tr √H = H^{-1/2} / 2
+    >>> torch.allclose(h.grad, svdpi.torch.inv_sqrtm(h.detach()) / 2)
+    True
     """
     return _call(a, _SQRT, method, num_iters, check_finite, "svdpi.torch.sqrtm")
 
@@ -167,8 +179,9 @@ def inv_sqrtm(
     Parameters
     ----------
     a : torch.Tensor, shape (..., n, n)
-        Symmetric positive definite, float32 or float64; only ``(a + aᵀ) / 2``
-        is used. Eigenvalues below the core's floor are raised to it.
+        Symmetric (or complex Hermitian) positive definite, float32, float64,
+        complex64 or complex128; only ``(a + aᴴ) / 2`` is used. Eigenvalues
+        below the core's floor are raised to it.
     method : {"exact", "pi", "taylor", "analytic"}, default "exact"
         Gradient rule, see :func:`matrix_power` (``"pi"`` before svdpi 0.3).
     num_iters : int, default 19
@@ -206,8 +219,9 @@ def logm(
     Parameters
     ----------
     a : torch.Tensor, shape (..., n, n)
-        Symmetric positive definite, float32 or float64; only ``(a + aᵀ) / 2``
-        is used. Eigenvalues below the core's floor are raised to it, so a
+        Symmetric (or complex Hermitian) positive definite, float32, float64,
+        complex64 or complex128; only ``(a + aᴴ) / 2`` is used. Eigenvalues
+        below the core's floor are raised to it, so a
         singular ``a`` gives a large negative but finite result.
     method : {"exact", "pi", "taylor", "analytic"}, default "exact"
         Gradient rule, see :func:`matrix_power` (``"pi"`` before svdpi 0.3).
@@ -248,7 +262,8 @@ def expm(
     Parameters
     ----------
     a : torch.Tensor, shape (..., n, n)
-        Symmetric, float32 or float64; only ``(a + aᵀ) / 2`` is used.
+        Symmetric, float32 or float64, or complex Hermitian, complex64 or
+        complex128; only ``(a + aᴴ) / 2`` is used.
     method : {"exact", "pi", "taylor", "analytic"}, default "exact"
         Gradient rule, see :func:`matrix_power`.
     num_iters : int, default 19

@@ -237,5 +237,11 @@ def all_finite(a: torch.Tensor) -> bool:
     core's ``max(abs(a)) < inf`` through array-api-compat (measured 2.5
     against 15 µs at 16 × 4 × 4, 5 against 17 µs at 64 × 64, CPU).
     """
-    low, high = torch.aminmax(a.detach())
+    a = a.detach()
+    if a.is_complex():
+        # The real and imaginary parts as one real view (|a| could overflow
+        # for finite entries). The core splits complex input before asking;
+        # this serves a direct call.
+        a = torch.view_as_real(a.resolve_conj().resolve_neg())
+    low, high = torch.aminmax(a)
     return -math.inf < low.item() and high.item() < math.inf

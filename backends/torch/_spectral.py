@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import array_api_compat.torch as xp_torch
-
 import svdpi
 import torch
 from svdpi.adapter import (
@@ -49,6 +47,7 @@ from svdpi.functions import SpectralFunction
 
 from ._autograd import cached_signature
 from ._eig import _check_matrix, _eigh_descending
+from ._namespace import xp_torch
 from ._native_spectral import exact_vjp
 from ._native_spectral import value as native_value
 
@@ -355,8 +354,8 @@ def spectral_map(
     Parameters
     ----------
     a : torch.Tensor, shape (..., n, n)
-        Symmetric, float32 or float64, any device; only ``(a + aᵀ) / 2`` is
-        used.
+        Symmetric, float32 or float64, or complex Hermitian, complex64 or
+        complex128; any device. Only ``(a + aᴴ) / 2`` is used.
     fn : svdpi.functions.SpectralFunction
         The function of the eigenvalues: a built-in (``Power(p)``, ``Log()``,
         ``Exp()``, ``Clamp(minimum)``, ``Softplus()``, ``Abs()``) or a user's
@@ -379,7 +378,7 @@ def spectral_map(
     Returns
     -------
     torch.Tensor, shape (..., n, n)
-        ``F(a)``, symmetric.
+        ``F(a)``, symmetric (Hermitian), of ``a``'s dtype.
 
     Raises
     ------
@@ -403,6 +402,12 @@ def spectral_map(
     function has no forward mode (dynamo cannot trace a Function that
     defines one; see :func:`svdpi.torch.eig`). Empty batches and ``n = 0``
     give empty results; meta tensors give shapes.
+
+    Complex Hermitian input: the derivatives are the core's, in PyTorch's
+    gradient convention, second derivatives included; a spectral map never
+    depends on the eigenvectors' phase. The backward pass computes them
+    with the core's code (the direct torch operations of the real exact
+    backward do not apply).
 
     Examples
     --------

@@ -15,9 +15,6 @@ derivatives raise (first order only).
 from __future__ import annotations
 
 import dataclasses
-import types
-
-import array_api_compat.torch as _xp_compat
 
 import svdpi
 import torch
@@ -58,14 +55,7 @@ from svdpi.functions import Power, SpectralFunction
 from . import _svd_native
 from ._autograd import cached_signature
 from ._eig import _can_read_values, _FirstOrderOnly
-
-# array-api-compat's torch namespace with torch.conj (a lazy view) for conj:
-# its own is torch.conj_physical, which copies, and which torch.func.vmap
-# batches through a slow fallback with a warning. Same name, so the core still
-# finds svdpi.torch's fast paths (svdpi._dispatch keys them on the name).
-xp_torch = types.ModuleType(_xp_compat.__name__)
-xp_torch.__dict__.update(vars(_xp_compat))
-xp_torch.conj = torch.conj
+from ._namespace import xp_torch
 
 
 def _svd_forward(a, canonical):

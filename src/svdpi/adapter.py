@@ -58,7 +58,10 @@ Eigenpairs and their derivatives
   do when the cotangent depends on their phase: ``"raise"``, one host
   read, the default; ``"nan"`` where values cannot be read, e.g. while
   compiling; ``"off"``);
-- ``project_symmetric``: ``Vᴴ herm(X) V`` (``Vᵀ sym(X) V`` for real input).
+- ``project_symmetric``: ``Vᴴ herm(X) V`` (``Vᵀ sym(X) V`` for real input);
+- ``canonical_columns`` ``(v, xp)``: ``(v · d, d)``, the canonical phase
+  (sign, for real input) of each column that ``svdpi.eig(canonical=True)``
+  applies, for an adapter's own forward pass (``v`` with at least one row).
 
 Complex Hermitian input takes the same functions: eigenvectors, cotangents
 and tangents complex, eigenvalues real (``check_eigenpairs`` and
@@ -101,6 +104,7 @@ argument they name will not change.
 """
 
 from ._coefficients import coefficient_product, eigenvalue_floor
+from ._complex import canonical_columns
 from ._covariance import GroupedMoments, grouped_covariance, grouped_covariance_vjp
 from ._dispatch import DECLINED, STEPS, Decline, native_paths, native_paths_enabled, register
 from ._eig import all_finite
@@ -145,6 +149,7 @@ __all__ = [
     "Truncation",
     "all_finite",
     "apply_singular_value_kernels",
+    "canonical_columns",
     "canonicalize",
     "check_companion",
     "check_eigenpairs",
