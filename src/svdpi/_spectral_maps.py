@@ -28,6 +28,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from array_api_compat import is_array_api_strict_namespace, is_numpy_namespace
+
 from . import functions
 from ._compat import array_device
 from ._complex import adjoint, real_diagonal
@@ -116,10 +118,20 @@ def apply_function(
     # directly, so that no inf · 0 = NaN forms and small terms keep their
     # digits. Where nothing overflows the second product adds zeros.
     finite = xp.isfinite(phi)
+    if _host_eager(xp) and bool(xp.all(finite)):
+        # Host memory, eager: reading one flag costs nothing next to a second
+        # product (NumPy Exp at 32 x 64 x 64: 0.87 -> 0.34 ms). Elsewhere
+        # (GPU, JAX, compiled torch) a read would synchronise or break tracing.
+        return _apply(eigenvectors, phi, xp)
     zero = xp.zeros_like(phi)
     direct = _apply(eigenvectors, xp.where(finite, phi, zero), xp)
     scaled = _apply(eigenvectors, xp.where(finite, zero, values(fn, large.spec, xp)), xp)
     return direct + large.value_back(scaled)
+
+
+def _host_eager(xp: Namespace) -> bool:
+    """Whether values of arrays of ``xp`` can be read for free (NumPy, array-api-strict)."""
+    return is_numpy_namespace(xp) or is_array_api_strict_namespace(xp)
 
 
 def spectral_map(
