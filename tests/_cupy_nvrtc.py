@@ -266,22 +266,26 @@ class Nvrtc:
             options = [b"--std=c++17", b"-ftz=true", f"-arch={target}".encode()]
             (status,) = nvrtc.nvrtcCompileProgram(program, len(options), options)
             (size,) = self._call("nvrtcGetProgramLogSize", program)
-            log = b" " * size
+            # NVRTC writes into the buffers it is given: bytearrays, never
+            # bytes. A one-byte bytes object is CPython's shared one, and an
+            # empty log (size 1, its NUL) overwrote it process-wide: every later
+            # torch.load in the process failed ("record size ... does not match").
+            log = bytearray(size)
             self._call("nvrtcGetProgramLog", program, log)
-            log_text = log.rstrip(b"\x00").decode(errors="replace").strip()
+            log_text = bytes(log).rstrip(b"\x00").decode(errors="replace").strip()
             if status != nvrtc.nvrtcResult.NVRTC_SUCCESS:
                 raise CompileError(f"NVRTC failed ({status!r}) for {target}:\n{log_text}")
             if log_text:
                 raise CompileError(f"NVRTC warned for {target}:\n{log_text}")
             if target.startswith("sm_"):
                 (size,) = self._call("nvrtcGetCUBINSize", program)
-                code = b" " * size
+                code = bytearray(size)
                 self._call("nvrtcGetCUBIN", program, code)
             else:
                 (size,) = self._call("nvrtcGetPTXSize", program)
-                code = b" " * size
+                code = bytearray(size)
                 self._call("nvrtcGetPTX", program, code)
-            return Compiled(code.rstrip(b"\x00"), log_text)
+            return Compiled(bytes(code).rstrip(b"\x00"), log_text)
         finally:
             nvrtc.nvrtcDestroyProgram(program)
 

@@ -67,6 +67,20 @@ def test_generated_kernel_compiles_without_warnings(nvrtc, method, mode, dtype, 
             assert ".f64" not in ptx, f"{spec.name} computes in double for float32 input"
 
 
+def test_compiling_leaves_the_process_intact(nvrtc):
+    """NVRTC writes its log and code into our buffers, never into shared Python objects.
+
+    The harness once passed ``b" " * size``: for an empty log (size 1) that is
+    CPython's cached one-byte object, which NVRTC overwrote with NUL, and every
+    later ``torch.load`` in the process failed.
+    """
+    spec = kernel_source.kernel_spec(METHODS[0], kernel_source.MODES[0])
+    compiled = _compile(nvrtc, spec, "float32", TARGETS[0])
+    assert compiled.log == ""
+    assert bytes([32])[0] == 32
+    assert b" ".join([b"a", b"b"]) == bytes([97, 32, 98])
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_generated_kernels_compile_with_64_bit_indexing(nvrtc, method):
     # CuPy instantiates CArray / CIndexer with 64-bit indexing for arrays of 2**31 bytes or more.
