@@ -31,9 +31,9 @@ def test_readme_example_runs(index):
     # A block may use names an earlier block of the same library defined
     # (torch, svdpi.torch): run the earlier blocks first, in one namespace.
     namespace: dict[str, object] = {}
-    for block in blocks[: index + 1]:
+    for number, block in enumerate(blocks[: index + 1]):
         if all(_can_import(name) for name in _needs(block)):
-            exec(compile(block, f"README.md block {blocks.index(block)}", "exec"), namespace)
+            exec(compile(block, f"README.md block {number}", "exec"), namespace)
 
 
 def _can_import(name: str) -> bool:
